@@ -1,5 +1,35 @@
-"""edgecompress: compress trained PyTorch models for edge devices and measure the real artifact."""
+"""edgecompress: compress trained PyTorch models for edge devices and measure the real artifact.
+
+One verb per technique, each taking a frozen config, and ``compress`` on top:
+
+    from edgecompress import compress, quantize, prune, QuantConfig, PruneConfig
+"""
 
 from importlib.metadata import version as _version
 
 __version__ = _version("edgecompress")
+
+from .datasets import Dataset, as_dataset, load_dataset  # noqa: E402
+from .errors import (  # noqa: E402
+    DataError,
+    EdgeCompressError,
+    EdgeCompressWarning,
+    ExportError,
+    IntegrityError,
+    MissingDependencyError,
+    ModelLoadError,
+    RecipeError,
+    UnsupportedError,
+)
+from .model_io import load_model  # noqa: E402
+from .pipeline import CompressionResult, MeasureSettings, compress  # noqa: E402
+from .pruning import PruneConfig, prune  # noqa: E402
+from .quantization import QuantConfig, quantize  # noqa: E402
+from .recipe import Recipe, load_recipe  # noqa: E402
+
+__all__ = [
+    "__version__", "compress", "CompressionResult", "MeasureSettings", "quantize", "QuantConfig", "prune",
+    "PruneConfig", "load_recipe", "Recipe", "load_dataset", "as_dataset", "Dataset", "load_model",
+    "EdgeCompressError", "EdgeCompressWarning", "RecipeError", "DataError", "ModelLoadError", "UnsupportedError",
+    "ExportError", "IntegrityError", "MissingDependencyError",
+]

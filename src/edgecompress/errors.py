@@ -34,3 +34,7 @@ class IntegrityError(EdgeCompressError):
 
 class MissingDependencyError(EdgeCompressError):
     """An optional dependency needed for this path is not installed."""
+
+
+class EdgeCompressWarning(UserWarning):
+    """A known anti-pattern that is allowed but probably not what the user wants."""

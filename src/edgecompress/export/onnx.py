@@ -1,0 +1,104 @@
+"""ONNX export through torch.export (dynamo), lowering our quantization ops to QuantizeLinear /
+DequantizeLinear with the integers and scales of the quantized representation."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ExportError
+from ..fileio import atomic_path
+from .base import Artifact, Exporter, Runner, batch_of_two
+
+OPSET = 21  # int4 and blocked DequantizeLinear need opset 21; ONNX Runtime ≥ 1.20 runs it
+
+
+def _translation_table() -> dict:
+    from onnxscript import opset21 as op
+
+    from ..quantization import ops  # registers torch.ops.edgecompress.*
+
+    def fake_quantize(x, scale, zero_point, quant_min: int, quant_max: int):
+        return op.DequantizeLinear(op.QuantizeLinear(x, scale, zero_point), scale, zero_point)
+
+    def dequantize(q, scale, zero_point, axis: int):
+        return op.DequantizeLinear(q, scale, zero_point, axis=axis)
+
+    return {ops.fake_quantize._opoverload: fake_quantize, ops.dequantize._opoverload: dequantize}
+
+
+def _strip_debug_info(proto):
+    """Drop what the exporter adds for debugging (per-node stack traces and module paths, intermediate
+    shape annotations, doc strings): on a small model it outweighs the weights, and runtimes ignore it."""
+    graph = proto.graph
+    del graph.value_info[:]
+    for node in graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    graph.doc_string = ""
+    for init in graph.initializer:
+        del init.metadata_props[:]
+    return proto
+
+
+class OnnxExporter(Exporter):
+    name = "onnx"
+    suffix = ".onnx"
+    runtime = "onnxruntime"
+    schemes = frozenset({"fp32", "int8"})
+
+    def export(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path, *,
+               scheme: str, metadata: dict[str, str] | None = None) -> Artifact:
+        import onnx
+
+        model = model.eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "model.onnx"
+            log = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(log), torch.no_grad():
+                    program = torch.onnx.export(
+                        model, batch_of_two(example_inputs), dynamo=True, opset_version=OPSET,
+                        external_data=False, input_names=["input"], output_names=["output"],
+                        dynamic_shapes=tuple({0: torch.export.Dim("batch")} for _ in example_inputs),
+                        custom_translation_table=_translation_table(), verbose=False)
+                program.save(str(raw), external_data=False)
+            except Exception as e:  # the exporter raises many types; report one
+                raise ExportError(f"ONNX export of {type(model).__name__} failed: {type(e).__name__}: {e}\n"
+                                  f"{log.getvalue()[-2000:]}") from None
+            proto = _strip_debug_info(onnx.load(str(raw)))
+            try:
+                onnx.checker.check_model(proto, full_check=True)
+            except Exception as e:
+                raise ExportError(f"the exported ONNX model fails onnx.checker: {e}") from None
+            for key, value in (metadata or {}).items():
+                entry = proto.metadata_props.add()
+                entry.key, entry.value = key, value
+            with atomic_path(path) as tmp_out:
+                onnx.save(proto, str(tmp_out))
+        return Artifact(self.name, Path(path), self.runtime, scheme, (Path(path),))
+
+    def runner(self, path: Path, *, threads: int | None = None) -> Runner:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise ExportError(f"ONNX Runtime cannot load {path}: {e}") from None
+        input_name = session.get_inputs()[0].name
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return session.run(None, {input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+        return run

@@ -1,0 +1,53 @@
+"""Layer targeting shared by every technique: exact names or ``re:<regex>`` patterns (never callables,
+which cannot live in a YAML recipe)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+
+from torch import nn
+
+from .errors import RecipeError
+
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+
+def validate_patterns(patterns: Iterable[str], *, where: str = "ignore") -> tuple[str, ...]:
+    """Check that each ``re:`` pattern compiles; return the patterns as a tuple."""
+    out = []
+    for p in patterns:
+        if not isinstance(p, str) or not p:
+            raise RecipeError(f"{where}: {p!r} is not a layer name or 're:<regex>' pattern")
+        if p.startswith("re:"):
+            try:
+                re.compile(p[3:])
+            except re.error as e:
+                raise RecipeError(f"{where}: {p!r} is not a valid regular expression ({e})") from None
+        out.append(p)
+    return tuple(out)
+
+
+def matches(name: str, patterns: Iterable[str]) -> bool:
+    """True when ``name`` equals a pattern or fully matches one of its ``re:`` regexes."""
+    for p in patterns:
+        if p.startswith("re:"):
+            if re.fullmatch(p[3:], name):
+                return True
+        elif p == name:
+            return True
+    return False
+
+
+def weight_layers(model: nn.Module, ignore: Iterable[str] = (), types: tuple[type[nn.Module], ...] = PRUNABLE_TYPES
+                  ) -> Iterator[tuple[str, nn.Module]]:
+    """(name, module) of every conv/linear layer not ignored; a layer inside an ignored parent is ignored."""
+    ignore = tuple(ignore)
+    for name, module in model.named_modules():
+        if isinstance(module, types) and not _ignored(name, ignore):
+            yield name, module
+
+
+def _ignored(name: str, ignore: tuple[str, ...]) -> bool:
+    parts = name.split(".")
+    return any(matches(".".join(parts[:i]), ignore) for i in range(1, len(parts) + 1))

@@ -1,0 +1,201 @@
+"""Turn a float model into the quantized representation's graph: trace with torch.fx, fold batch norm,
+swap conv/linear for QuantizedLayer, and place activation quantization points where integer kernels
+need them.
+
+Placement rules (what ONNX Runtime's QDQ fusion and TFLite's int8 kernels expect):
+- every input of a quantized op (QuantizedLayer, add, mul, cat) is quantized;
+- the output of a quantized op is quantized after its activation (ReLU/ReLU6 folds into the op);
+- shape and pooling ops that keep values in range (flatten, reshape, max/avg pool, standalone ReLU,
+  dropout) reuse their input's quantizer, so the integer tensor flows through them unchanged;
+- any other op (softmax, layer norm, GELU, ...) runs in float between a dequantize and a quantize.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from ..errors import UnsupportedError
+from ..layers import matches
+from .config import QuantConfig
+from .fold import fold_batchnorm
+from .modules import ActivationQuantizer, QuantizedLayer
+from .observers import make_observer
+from .qparams import activation_format
+
+aten = torch.ops.aten
+
+_QUANTIZABLE_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
+_ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
+# Python-level and aten-level spellings (a model loaded from a .pt2 program calls aten ops directly).
+_ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.hardtanh, aten.relu.default, aten.hardtanh.default}
+_PASS_THROUGH_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
+                         nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+_PASS_THROUGH_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.hardtanh, torch.flatten, torch.reshape, torch.squeeze,
+                           torch.unsqueeze, F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d,
+                           F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.dropout,
+                           aten.relu.default, aten.hardtanh.default, aten.flatten.using_ints, aten.view.default,
+                           aten.reshape.default, aten.squeeze.dim, aten.unsqueeze.default, aten.max_pool1d.default,
+                           aten.max_pool2d.default, aten.avg_pool1d.default, aten.avg_pool2d.default,
+                           aten.adaptive_avg_pool1d.default, aten.adaptive_avg_pool2d.default, aten.dropout.default}
+_PASS_THROUGH_METHODS = {"relu", "flatten", "view", "reshape", "squeeze", "unsqueeze", "contiguous"}
+_ARITHMETIC_FUNCTIONS = {operator.add, torch.add, operator.mul, torch.mul, torch.cat, aten.add.Tensor,
+                         aten.mul.Tensor, aten.cat.default}
+_CAT_FUNCTIONS = {torch.cat, aten.cat.default}
+
+
+class _Tracer(fx.Tracer):
+    """symbolic_trace, except that ignored modules are leaves: they stay float and are not traced into."""
+
+    def __init__(self, ignore: tuple[str, ...]) -> None:
+        super().__init__()
+        self.ignore = ignore
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name and matches(module_qualified_name, self.ignore):
+            return True
+        if module_qualified_name == "_guards_fn":  # torch.export's input-shape guard: keep it as one call
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def trace(model: nn.Module, ignore: tuple[str, ...] = ()) -> fx.GraphModule:
+    try:
+        tracer = _Tracer(ignore)
+        graph = tracer.trace(model)
+    except Exception as e:  # tracing errors come in many types; all mean the same thing to the user
+        raise UnsupportedError(
+            f"torch.fx could not trace {type(model).__name__} ({type(e).__name__}: {e}). Quantization needs a "
+            "forward without data-dependent control flow; list untraceable submodules under `ignore:` to keep "
+            "them in float") from None
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    return gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+
+
+def _is_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
+    mod = _module(gm, node)
+    if mod is not None:
+        return isinstance(mod, _ACTIVATION_MODULES)
+    return (node.op == "call_function" and node.target in _ACTIVATION_FUNCTIONS) or (
+        node.op == "call_method" and node.target == "relu")
+
+
+def _is_pass_through(gm: fx.GraphModule, node: fx.Node) -> bool:
+    mod = _module(gm, node)
+    if mod is not None:
+        return isinstance(mod, _PASS_THROUGH_MODULES)
+    return (node.op == "call_function" and node.target in _PASS_THROUGH_FUNCTIONS) or (
+        node.op == "call_method" and node.target in _PASS_THROUGH_METHODS)
+
+
+def _is_quantized_op(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return isinstance(_module(gm, node), QuantizedLayer) or (
+        node.op == "call_function" and node.target in _ARITHMETIC_FUNCTIONS)
+
+
+def _is_float_tensor(node: object) -> bool:
+    if not isinstance(node, fx.Node):
+        return False
+    meta = node.meta.get("tensor_meta")
+    return meta is not None and hasattr(meta, "dtype") and meta.dtype.is_floating_point
+
+
+def _tensor_inputs(node: fx.Node) -> list[fx.Node]:
+    args = node.args[0] if node.target in _CAT_FUNCTIONS else node.args
+    return [a for a in args if _is_float_tensor(a)]
+
+
+def _set_submodule(gm: fx.GraphModule, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(gm.get_submodule(parent_name) if parent_name else gm, child, module)
+
+
+class _Placer:
+    """Inserts ActivationQuantizer calls into the graph, one per float tensor at most."""
+
+    def __init__(self, gm: fx.GraphModule, config: QuantConfig) -> None:
+        self.gm, self.config = gm, config
+        self.fmt = activation_format(config.activation_dtype)
+        self.quantized: dict[fx.Node, fx.Node] = {}  # float tensor → its quantizer's output
+        self.outputs: set[fx.Node] = set()  # nodes that are quantizer outputs
+
+    def _new_module(self, producer: fx.Node) -> str:
+        base = f"{producer.name}_quant"
+        name, i = base, 1
+        while hasattr(self.gm, name):
+            name, i = f"{base}_{i}", i + 1
+        observer = make_observer(self.config.observer, percentile=self.config.percentile)
+        self.gm.add_submodule(name, ActivationQuantizer(self.fmt, observer))
+        return name
+
+    def after(self, producer: fx.Node, module_name: str | None = None, *, rewire: bool) -> fx.Node:
+        """A quantizer call on ``producer``'s output; with ``rewire`` every other user reads it instead."""
+        if producer in self.quantized:
+            return self.quantized[producer]
+        users = list(producer.users)
+        with self.gm.graph.inserting_after(producer):
+            q = self.gm.graph.call_module(module_name or self._new_module(producer), (producer,))
+        if rewire:
+            for user in users:
+                user.replace_input_with(producer, q)
+        self.quantized[producer] = q
+        self.outputs.add(q)
+        return q
+
+    def run(self) -> None:
+        gm = self.gm
+        for node in list(gm.graph.nodes):
+            if _is_quantized_op(gm, node):
+                for arg in _tensor_inputs(node):
+                    if arg not in self.outputs:
+                        node.replace_input_with(arg, self.after(arg, rewire=False))
+                out = node
+                users = list(node.users)
+                if len(users) == 1 and _is_activation(gm, users[0]):
+                    out = users[0]
+                self.after(out, rewire=True)
+            elif _is_pass_through(gm, node) and node.args and node.args[0] in self.outputs:
+                shared = str(node.args[0].target)
+                self.after(node, shared, rewire=True)
+
+
+def prepare(model: nn.Module, config: QuantConfig, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
+    """A copy of ``model`` in the quantized representation, observers armed for calibration."""
+    model = copy.deepcopy(model).eval()
+    gm = trace(model, config.ignore)
+    ShapeProp(gm).propagate(*example_inputs)
+    if config.fold_batchnorm:
+        fold_batchnorm(gm)
+    for node in gm.graph.nodes:
+        mod = _module(gm, node)
+        if isinstance(mod, _QUANTIZABLE_LAYERS) and not matches(str(node.target), config.ignore):
+            if isinstance(mod, (nn.Conv1d, nn.Conv2d)) and mod.padding_mode != "zeros":
+                continue  # stays float; QuantizedLayer only lowers zero padding
+            _set_submodule(gm, str(node.target), QuantizedLayer(mod, per_channel=config.per_channel))
+    _Placer(gm, config).run()
+    for node in gm.graph.nodes:
+        mod = _module(gm, node)
+        if isinstance(mod, QuantizedLayer):
+            mod.input_quantizer = str(node.args[0].target)
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def convert(gm: fx.GraphModule) -> fx.GraphModule:
+    """Freeze every quantizer's scale from its statistics and make the layers integer."""
+    for mod in gm.modules():
+        if isinstance(mod, ActivationQuantizer):
+            mod.freeze()
+    for mod in gm.modules():
+        if isinstance(mod, QuantizedLayer) and not mod.converted:
+            mod.convert(gm.get_submodule(mod.input_quantizer).scale)
+    return gm
