@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -37,5 +38,18 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     return Path(path)
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with non-finite floats as the strings "inf", "-inf", "nan": JSON has no such numbers, and
+    Python's ``Infinity`` breaks strict parsers (an SQNR of two identical outputs is infinite)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+    text = json.dumps(strict_json(obj), indent=2, allow_nan=False, default=str)
+    return atomic_write_bytes(path, (text + "\n").encode())

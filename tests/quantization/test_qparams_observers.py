@@ -74,3 +74,17 @@ def test_quant_config_rejects_bad_values_with_what_is_allowed():
         QuantConfig(activation_dtype="int4")
     with pytest.raises(RecipeError, match="regular expression"):
         QuantConfig(ignore=("re:(unclosed",))
+
+
+def test_reduce_range_keeps_weights_in_seven_bits():
+    import torch.nn as nn
+
+    from edgecompress.quantization import QuantizedLayer
+
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 8)
+    full, reduced = QuantizedLayer(layer), QuantizedLayer(layer, reduce_range=True)
+    assert full.weight_int.abs().max() == 127 and reduced.weight_int.abs().max() == 63
+    assert (full.weight_bits, reduced.weight_bits) == (8, 7)
+    err = (reduced.dequantized_weight() - layer.weight).abs().max()
+    assert err <= reduced.weight_scale.max() / 2 + 1e-7

@@ -41,6 +41,11 @@ class Exporter(ABC):
     def supports(self, scheme: str) -> bool:
         return scheme in self.schemes
 
+    def saturates_int8_weights(self) -> bool:
+        """True when this runtime, on this machine, cannot multiply full-range int8 weights exactly, so
+        quantization should keep weights in 7 bits (``QuantConfig.reduce_range``)."""
+        return False
+
     @abstractmethod
     def export(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path, *,
                scheme: str, metadata: dict[str, str] | None = None) -> Artifact:

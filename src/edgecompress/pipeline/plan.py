@@ -33,6 +33,7 @@ class FinetuneStep:
 class QuantizeStep:
     config: QuantConfig
     calibration_samples: int
+    note: str | None = None
     name: str = "quantize"
 
 
@@ -54,7 +55,7 @@ def _prune_step(cfg, seed: int) -> PruneStep:
     return PruneStep(config, steps, cfg.schedule, cfg.fine_tune_epochs, cfg.learning_rate)
 
 
-def _quantize_step(cfg) -> QuantizeStep:
+def _quantize_step(cfg, exporter: Exporter) -> QuantizeStep:
     if cfg.type == "fp32":
         raise UnsupportedError("quantization type 'fp32' quantizes nothing; disable the quantization section "
                                "instead")
@@ -62,14 +63,21 @@ def _quantize_step(cfg) -> QuantizeStep:
         raise UnsupportedError(
             f"quantization type {cfg.type!r} with strategy {cfg.strategy!r} is not available in this version; "
             "available: type 'int8' with strategy 'post_training'")
+    reduce_range = exporter.saturates_int8_weights() if cfg.reduce_range == "auto" else cfg.reduce_range
     config = QuantConfig(observer=cfg.observer, percentile=cfg.percentile, per_channel=cfg.per_channel,
                          activation_dtype=cfg.activation_dtype, fold_batchnorm=cfg.fold_batchnorm,
-                         ignore=tuple(cfg.ignore))
-    return QuantizeStep(config, cfg.calibration_samples)
+                         reduce_range=reduce_range, ignore=tuple(cfg.ignore))
+    note = None
+    if cfg.reduce_range == "auto" and reduce_range:
+        note = (f"7-bit weights: {exporter.runtime} on this CPU (x86 without VNNI) saturates the int16 sums "
+                "of 8-bit weight products; reduce_range: false forces 8 bits")
+    return QuantizeStep(config, cfg.calibration_samples, note)
 
 
 def make_plan(recipe: Recipe, dataset: Dataset) -> Plan:
     warnings = list(recipe.lint())
+    quantizes = any(stage.kind == "quantize" for stage in recipe.stages)
+    exporter = check_supported(recipe.output.format, "int8" if quantizes else "fp32")
     steps: list[Step] = []
     for stage in recipe.stages:
         if stage.kind == "prune":
@@ -77,12 +85,11 @@ def make_plan(recipe: Recipe, dataset: Dataset) -> Plan:
         elif stage.kind == "finetune":
             steps.append(FinetuneStep(stage.config.epochs, stage.config.learning_rate))
         elif stage.kind == "quantize":
-            steps.append(_quantize_step(stage.config))
+            steps.append(_quantize_step(stage.config, exporter))
         else:
             raise UnsupportedError(f"the {stage.kind!r} stage is not available in this version; available "
                                    "stages: prune, finetune, quantize")
-    scheme = "int8" if any(isinstance(s, QuantizeStep) for s in steps) else "fp32"
-    exporter = check_supported(recipe.output.format, scheme)
+    scheme = "int8" if quantizes else "fp32"
     for step in steps:
         if isinstance(step, QuantizeStep) and step.calibration_samples > dataset.x_train.shape[0]:
             warnings.append(f"calibration_samples is {step.calibration_samples} but the data has only "

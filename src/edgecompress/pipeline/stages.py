@@ -97,6 +97,7 @@ def run_quantize(model: nn.Module, step: QuantizeStep, ctx: RunContext) -> tuple
                       progress=ctx.progress)
     return qmodel, {"scheme": "int8", "calibration_samples": n, "observer": step.config.observer,
                     "per_channel": step.config.per_channel, "activation_dtype": step.config.activation_dtype,
+                    "weight_bits": 7 if step.config.reduce_range else 8, "note": step.note,
                     "quantize_seconds": round(time.perf_counter() - started, 3),
                     "layers": layer_summary(qmodel), **ctx.quality(qmodel)}
 

@@ -15,13 +15,15 @@ ACTIVATION_DTYPES = ("uint8", "int8")
 class QuantConfig:
     """Static INT8: per-channel (or per-tensor) symmetric int8 weights, per-tensor asymmetric 8-bit
     activations calibrated by ``observer``. uint8 activations are the default because ONNX Runtime on
-    x86 without VNNI is fast only for uint8 activations × int8 weights."""
+    x86 without VNNI is fast only for uint8 activations × int8 weights. ``reduce_range`` keeps weights in
+    7 bits (±63) so that those kernels' int16 pair sums cannot saturate (see qparams.INT8_WEIGHT_REDUCED)."""
 
     observer: str = "minmax"
     percentile: float = 99.99
     per_channel: bool = True
     activation_dtype: str = "uint8"
     fold_batchnorm: bool = True
+    reduce_range: bool = False
     ignore: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:

@@ -179,7 +179,8 @@ def prepare(model: nn.Module, config: QuantConfig, example_inputs: tuple[torch.T
         if isinstance(mod, _QUANTIZABLE_LAYERS) and not matches(str(node.target), config.ignore):
             if isinstance(mod, (nn.Conv1d, nn.Conv2d)) and mod.padding_mode != "zeros":
                 continue  # stays float; QuantizedLayer only lowers zero padding
-            _set_submodule(gm, str(node.target), QuantizedLayer(mod, per_channel=config.per_channel))
+            _set_submodule(gm, str(node.target), QuantizedLayer(mod, per_channel=config.per_channel,
+                                                                     reduce_range=config.reduce_range))
     _Placer(gm, config).run()
     for node in gm.graph.nodes:
         mod = _module(gm, node)

@@ -13,7 +13,7 @@ from torch import nn
 from ..errors import UnsupportedError
 from . import ops
 from .observers import Observer
-from .qparams import INT8_WEIGHT, INT32_BIAS, IntFormat, affine_qparams, symmetric_qparams
+from .qparams import INT8_WEIGHT, INT8_WEIGHT_REDUCED, INT32_BIAS, IntFormat, affine_qparams, symmetric_qparams
 
 
 class ActivationQuantizer(nn.Module):
@@ -58,7 +58,8 @@ class QuantizedLayer(nn.Module):
     TFLite int8 ops) compute with. Until ``convert`` it runs the float weights so that calibration sees
     the float model's activations."""
 
-    def __init__(self, layer: nn.Conv1d | nn.Conv2d | nn.Linear, *, per_channel: bool = True) -> None:
+    def __init__(self, layer: nn.Conv1d | nn.Conv2d | nn.Linear, *, per_channel: bool = True,
+                 reduce_range: bool = False) -> None:
         super().__init__()
         if isinstance(layer, nn.Linear):
             self.kind = "linear"
@@ -71,7 +72,8 @@ class QuantizedLayer(nn.Module):
         else:
             raise UnsupportedError(f"cannot quantize a {type(layer).__name__}; allowed: Conv1d, Conv2d, Linear")
         self.per_channel = per_channel
-        self.weight_bits = 8
+        fmt = INT8_WEIGHT_REDUCED if reduce_range else INT8_WEIGHT
+        self.weight_bits = 7 if reduce_range else 8  # stored as int8 either way
         self.input_quantizer: str | None = None  # name of the ActivationQuantizer feeding this layer
         weight = layer.weight.detach().clone().float()
         self.register_buffer("weight_float", weight)
@@ -80,11 +82,11 @@ class QuantizedLayer(nn.Module):
         absmax = weight.abs().reshape(channels, -1).amax(dim=1)
         if not per_channel:
             absmax = absmax.max().expand(channels).clone()  # one scale, stored per channel for one DQ form
-        scale, zero_point = symmetric_qparams(absmax, INT8_WEIGHT)
+        scale, zero_point = symmetric_qparams(absmax, fmt)
         self.register_buffer("weight_scale", scale)
         self.register_buffer("weight_zero_point", zero_point)
         self.register_buffer("weight_int", ops.quantize_per_channel(
-            weight, scale, zero_point, 0, INT8_WEIGHT.qmin, INT8_WEIGHT.qmax, INT8_WEIGHT.dtype))
+            weight, scale, zero_point, 0, fmt.qmin, fmt.qmax, fmt.dtype))
         self.register_buffer("bias_int", None)
         self.register_buffer("bias_scale", None)
         self.register_buffer("bias_zero_point", None)

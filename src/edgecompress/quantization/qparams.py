@@ -30,6 +30,9 @@ UINT8 = IntFormat("uint8", torch.uint8, 0, 255)
 INT8 = IntFormat("int8", torch.int8, -128, 127)
 # Symmetric weights use [-127, 127] so that -scale·127 … scale·127 is symmetric (TFLite requires it).
 INT8_WEIGHT = IntFormat("int8", torch.int8, -127, 127)
+# 7-bit weights for x86 CPUs without VNNI: ONNX Runtime multiplies uint8 activations by int8 weights with
+# vpmaddubsw, whose int16 sum of two products (255·127·2 > 32767) saturates; 255·63·2 does not.
+INT8_WEIGHT_REDUCED = IntFormat("int8", torch.int8, -63, 63)
 INT32_BIAS = IntFormat("int32", torch.int32, -(2**31), 2**31 - 1)
 
 ACTIVATION_FORMATS = {"uint8": UINT8, "int8": INT8}

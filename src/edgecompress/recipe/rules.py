@@ -1,0 +1,77 @@
+"""The ordering rules (X2) and the anti-pattern warnings, on a sequence of (kind, parameters) stages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .schema import STAGE_ORDER, PruneParams, QuantizeParams
+
+if TYPE_CHECKING:
+    from .model import Stage
+
+ORDER_TEXT = " → ".join(STAGE_ORDER)
+
+
+def order_violations(kinds: Sequence[str]) -> list[tuple[int, int]]:
+    """(earlier, later) index pairs where the later stage ranks before the earlier one in STAGE_ORDER; one
+    pair per out-of-place stage, naming the first stage it should have preceded."""
+    rank = [STAGE_ORDER.index(k) for k in kinds]
+    pairs = []
+    for later in range(len(kinds)):
+        earlier = next((j for j in range(later) if rank[j] > rank[later]), None)
+        if earlier is not None:
+            pairs.append((earlier, later))
+    return pairs
+
+
+def _describe_violation(kinds: Sequence[str], earlier: int, later: int) -> str:
+    return (f"stages[{earlier}] {kinds[earlier]!r} comes before stages[{later}] {kinds[later]!r}, against "
+            f"the order {ORDER_TEXT}")
+
+
+def order_problems(kinds: Sequence[str], *, allow_unsafe_order: bool) -> list[str]:
+    """Errors in the order of the stages: an unsafe order (unless allowed) and more than one quantize."""
+    problems = []
+    if not allow_unsafe_order:
+        problems += [
+            _describe_violation(kinds, e, lt) + " (each technique assumes the ones before it in this order are "
+            "done, e.g. pruning a quantized model breaks its scales); reorder the stages, or set "
+            "allow_unsafe_order: true to run them in this order anyway"
+            for e, lt in order_violations(kinds)]
+    quantize_at = [i for i, k in enumerate(kinds) if k == "quantize"]
+    problems += [f"stages[{i}] 'quantize': a recipe quantizes once, and stages[{quantize_at[0]}] already does"
+                 for i in quantize_at[1:]]
+    return problems
+
+
+def lint_stages(stages: Sequence[Stage], *, allow_unsafe_order: bool) -> list[str]:
+    """Warnings for known anti-patterns that are not errors."""
+    kinds = [s.kind for s in stages]
+    warnings: list[str] = []
+    if not stages:
+        warnings.append("the recipe has no compression stages: the model is only exported and measured")
+    if allow_unsafe_order:
+        warnings += [_describe_violation(kinds, e, lt) + "; allowed because allow_unsafe_order is true"
+                     for e, lt in order_violations(kinds)]
+    for i, stage in enumerate(stages):
+        cfg = stage.config
+        if isinstance(cfg, PruneParams):
+            warnings += _lint_prune(i, cfg, finetune_follows="finetune" in kinds[i + 1:])
+        elif isinstance(cfg, QuantizeParams) and cfg.type == "fp32":
+            warnings.append(f"stages[{i}] 'quantize': type 'fp32' does nothing; the model stays float32")
+    return warnings
+
+
+def _lint_prune(i: int, cfg: PruneParams, *, finetune_follows: bool) -> list[str]:
+    warnings = []
+    if cfg.fine_tune_epochs == 0 and not finetune_follows:
+        warnings.append(f"stages[{i}] 'prune': pruning without fine-tuning (fine_tune_epochs is 0 and no "
+                        "finetune stage follows); accuracy usually drops, set fine_tune_epochs >= 1 or add "
+                        "a finetune stage")
+    if cfg.sparsity == 0:
+        warnings.append(f"stages[{i}] 'prune': sparsity is 0, so pruning removes nothing")
+    if cfg.iterations > 1 and not cfg.iterative:
+        warnings.append(f"stages[{i}] 'prune': iterations is {cfg.iterations} but iterative is false, so "
+                        "pruning runs in one step")
+    return warnings

@@ -1,0 +1,186 @@
+"""The recipe's pydantic models: one parameter model per stage kind, the sections of the original design's
+sectioned form (a parameter model plus ``enabled``), and the optimization / output / training sections.
+
+Every model forbids unknown keys and is frozen. Numbers are strict: a boolean or a string is never read as
+a number (an int is accepted where a float is expected)."""
+
+from __future__ import annotations
+
+import re
+from types import MappingProxyType
+from typing import Annotated, Literal
+
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+)
+from pydantic_core import PydanticCustomError
+
+# Devices a recipe may target. Device profiles will extend this set; keep it the one place that lists them.
+TARGET_DEVICES: tuple[str, ...] = ("edge_mcu", "edge_gpu", "cloud")
+
+# The safe order of the stages; export is always last and comes from the `output` section.
+STAGE_ORDER: tuple[str, ...] = ("search", "distill", "prune", "finetune", "quantize")
+StageKind = Literal["search", "distill", "prune", "finetune", "quantize"]
+
+Number = Annotated[float, Strict(), AllowInfNan(False)]
+PositiveNumber = Annotated[Number, Gt(0)]
+Fraction = Annotated[Number, Ge(0), Le(1)]
+Count = Annotated[StrictInt, Ge(0)]
+PositiveCount = Annotated[StrictInt, Ge(1)]
+NonEmptyStr = Annotated[StrictStr, StringConstraints(min_length=1)]
+
+
+def _check_layer_pattern(value: str) -> str:
+    if value.startswith("re:"):
+        try:
+            re.compile(value[3:])
+        except re.error as exc:
+            raise PydanticCustomError("bad_regex", "not a valid regular expression ({reason})",
+                                      {"reason": str(exc)}) from None
+    return value
+
+
+def _check_device(value: str) -> str:
+    if value not in TARGET_DEVICES:
+        raise PydanticCustomError("not_allowed", "not an allowed value", {"allowed": TARGET_DEVICES})
+    return value
+
+
+# A layer name, exact or `re:<regex>` (the regex is checked when the recipe is loaded).
+LayerPattern = Annotated[NonEmptyStr, AfterValidator(_check_layer_pattern)]
+TargetDevice = Annotated[StrictStr, AfterValidator(_check_device)]
+
+
+class FrozenModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- stage parameters (the stages form; the sections add `enabled`) -------------------------------------
+
+class QuantizeParams(FrozenModel):
+    type: Literal["fp32", "fp16", "int8", "int4", "mixed"] = "int8"
+    strategy: Literal["post_training", "quantization_aware", "dynamic"] = "post_training"
+    calibration_samples: PositiveCount = 100
+    per_channel: StrictBool = True
+    observer: Literal["minmax", "percentile"] = "minmax"
+    percentile: Annotated[Number, Gt(50), Le(100)] = 99.99
+    activation_dtype: Literal["uint8", "int8"] = "uint8"
+    fold_batchnorm: StrictBool = True
+    # 7-bit weights: "auto" uses them exactly when the artifact's runtime would saturate 8-bit ones
+    # (ONNX Runtime on x86 without VNNI); true/false force the choice.
+    reduce_range: Literal["auto"] | StrictBool = "auto"
+    ignore: tuple[LayerPattern, ...] = ()
+
+
+class PruneParams(FrozenModel):
+    type: Literal["magnitude", "structured", "gradient", "random"] = "magnitude"
+    sparsity: Annotated[Number, Ge(0), Lt(1)] = 0.5
+    scope: Literal["global", "layer"] = "global"
+    iterative: StrictBool = False
+    iterations: PositiveCount = 1
+    schedule: Literal["linear", "polynomial", "exponential"] = "polynomial"
+    fine_tune_epochs: Count = 1  # epochs of fine-tuning after each pruning step
+    learning_rate: PositiveNumber = 1e-3
+    ignore: tuple[LayerPattern, ...] = ()
+
+
+class DistillParams(FrozenModel):
+    temperature: PositiveNumber = 4.0
+    alpha: Fraction = 0.5
+    beta: Fraction | None = None
+    epochs: Count = 10
+    learning_rate: PositiveNumber = 1e-3
+
+
+class SearchParams(FrozenModel):
+    search_method: Literal["darts", "nasnet", "enas"] = "darts"
+    search_space: NonEmptyStr = "default"
+    num_nodes: PositiveCount = 4
+    search_epochs: Count = 50
+
+
+class FinetuneParams(FrozenModel):
+    epochs: PositiveCount = 1
+    learning_rate: PositiveNumber = 1e-3
+
+
+# The finetune stage has no section of its own in the sectioned form; this name matches the others'.
+FinetuneSection = FinetuneParams
+
+StageParams = SearchParams | DistillParams | PruneParams | FinetuneParams | QuantizeParams
+
+PARAMS_BY_KIND: MappingProxyType[str, type[FrozenModel]] = MappingProxyType({
+    "search": SearchParams,
+    "distill": DistillParams,
+    "prune": PruneParams,
+    "finetune": FinetuneParams,
+    "quantize": QuantizeParams,
+})
+
+
+# --- the sectioned form of the original design ----------------------------------------------------------
+
+class QuantizationSection(QuantizeParams):
+    enabled: StrictBool = False
+
+
+class PruningSection(PruneParams):
+    enabled: StrictBool = False
+
+
+class DistillationSection(DistillParams):
+    enabled: StrictBool = False
+
+
+class NasSection(SearchParams):
+    enabled: StrictBool = False
+
+
+# Technique section name -> (its model, the stage kind it becomes).
+TECHNIQUE_SECTIONS: MappingProxyType[str, tuple[type[FrozenModel], str]] = MappingProxyType({
+    "nas": (NasSection, "search"),
+    "distillation": (DistillationSection, "distill"),
+    "pruning": (PruningSection, "prune"),
+    "quantization": (QuantizationSection, "quantize"),
+})
+
+
+# --- sections shared by both forms ----------------------------------------------------------------------
+
+class OptimizationSection(FrozenModel):
+    """Targets; None means no target."""
+
+    target_device: TargetDevice = "edge_mcu"
+    max_size_mb: PositiveNumber | None = None
+    max_latency_ms: PositiveNumber | None = None
+    min_accuracy: Fraction | None = None
+    target_flops: Annotated[StrictInt, Gt(0)] | None = None
+
+
+class OutputSection(FrozenModel):
+    format: Literal["onnx", "tflite", "torchscript"] = "onnx"
+    optimize_for: Literal["latency", "size", "accuracy"] = "latency"
+    include_metadata: StrictBool = True
+
+
+class TrainingSection(FrozenModel):
+    batch_size: PositiveCount = 128
+    seed: Count = 0
+    eval_batch_size: PositiveCount = 512
+
+
+class RecipeHeader(FrozenModel):
+    """The recipe's own top-level scalars."""
+
+    name: StrictStr | None = None
+    description: StrictStr | None = None
+    allow_unsafe_order: StrictBool = False
