@@ -1,0 +1,76 @@
+"""Tiny models covering the layer patterns techniques and exporters must handle (conv-BN-ReLU in 1-D and
+2-D, a residual add, pooling, plain linear layers). All are torch.fx-traceable and take a batch of any size."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TinyConv1d(nn.Module):
+    """Conv1d-BN-ReLU twice, flatten, Linear; input (B, 1, 16)."""
+
+    def __init__(self, num_classes: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm1d(8)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv1d(8, 16, 3, stride=2, padding=1)
+        self.bn2 = nn.BatchNorm1d(16)
+        self.relu2 = nn.ReLU()
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(16 * 8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu1(self.bn1(self.conv1(x)))
+        x = self.relu2(self.bn2(self.conv2(x)))
+        return self.fc(self.flatten(x))
+
+    def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
+        return (torch.randn(batch_size, 1, 16),)
+
+
+class TinyResidual2d(nn.Module):
+    """Conv2d-BN-ReLU, a basic residual block (two convs, add, ReLU), max pool, global average pool,
+    Linear; input (B, 3, 8, 8)."""
+
+    def __init__(self, num_classes: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.relu2 = nn.ReLU()
+        self.conv3 = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn3 = nn.BatchNorm2d(8)
+        self.relu3 = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu1(self.bn1(self.conv1(x)))
+        y = self.relu2(self.bn2(self.conv2(x)))
+        x = self.relu3(x + self.bn3(self.conv3(y)))
+        return self.fc(self.flatten(self.gap(self.pool(x))))
+
+    def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
+        return (torch.randn(batch_size, 3, 8, 8),)
+
+
+class TinyMLP(nn.Module):
+    """Linear-ReLU-Linear; input (B, 20)."""
+
+    def __init__(self, num_classes: int = 4) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(20, 32)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.relu(self.fc1(x)))
+
+    def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
+        return (torch.randn(batch_size, 20),)
