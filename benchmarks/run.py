@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "foundation.json")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=200)  # a readable table in logs and CI, not only in a terminal
     rows = []
     settings = MeasureSettings(iters=200, warmup=20, max_seconds=10.0)
     for name in args.models:

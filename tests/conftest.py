@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 # Tests never touch the user's cache; a repo-local one survives between local runs (CI starts fresh).
-os.environ.setdefault("EDGECOMPRESS_CACHE", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "edgecompress"))
+_REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("EDGECOMPRESS_CACHE", str(_REPO / ".pytest_cache" / "edgecompress"))
 
 
 @pytest.fixture(scope="session")

@@ -67,8 +67,10 @@ def _guarded(fn, *args) -> None:
 @app.command("compress")
 def compress_cmd(
     model: str = typer.Argument(..., help="builtin:NAME | package.module:factory | model.pt2"),
-    recipe: str = typer.Option(DEMO_RECIPE, "--recipe", "-r", help="recipe YAML file or builtin:default / builtin:design"),
-    data: str = typer.Option(None, "--data", "-d", help="builtin:mnist1d | builtin:digits | data.npz | module:function"),
+    recipe: str = typer.Option(DEMO_RECIPE, "--recipe", "-r",
+                               help="recipe YAML file or builtin:default / builtin:design"),
+    data: str = typer.Option(None, "--data", "-d",
+                             help="builtin:mnist1d | builtin:digits | data.npz | module:function"),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="folder for the artifacts and report.json"),
     weights: Path = typer.Option(None, "--weights", "-w", help=".safetensors weights for a module:factory model"),
 ) -> None:

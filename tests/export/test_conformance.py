@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from edgecompress.testing.numeric import sqnr
-from edgecompress.testing.tiny_models import TinyConv1d, TinyMLP, TinyResidual2d
 
 from edgecompress.errors import UnsupportedError
 from edgecompress.export import EXPORTERS, check_supported, get_exporter
 from edgecompress.quantization import QuantConfig, quantize
+from edgecompress.testing.numeric import sqnr
+from edgecompress.testing.tiny_models import TinyConv1d, TinyMLP, TinyResidual2d
 
 CASES = [(name, scheme) for name, e in EXPORTERS.items() for scheme in sorted(e.schemes)]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import platform
 import tempfile
@@ -34,6 +35,18 @@ def _translation_table() -> dict:
         return op.DequantizeLinear(q, scale, zero_point, axis=axis)
 
     return {ops.fake_quantize._opoverload: fake_quantize, ops.dequantize._opoverload: dequantize}
+
+
+@contextlib.contextmanager
+def _quiet_registration():
+    """The exporter logs a warning for every torchvision op it cannot register; we never use torchvision."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def _strip_debug_info(proto):
@@ -74,7 +87,7 @@ class OnnxExporter(Exporter):
             raw = Path(tmp) / "model.onnx"
             log = io.StringIO()
             try:
-                with contextlib.redirect_stdout(log), torch.no_grad():
+                with contextlib.redirect_stdout(log), _quiet_registration(), torch.no_grad():
                     program = torch.onnx.export(
                         model, batch_of_two(example_inputs), dynamo=True, opset_version=OPSET,
                         external_data=False, input_names=["input"], output_names=["output"],

@@ -46,7 +46,7 @@ def _example_inputs(model: nn.Module, given, dataset) -> tuple[torch.Tensor, ...
     return (dataset.x_test[:1],)
 
 
-def _check_model_runs(model: nn.Module, example_inputs, dataset) -> None:
+def _check_model_runs(model: nn.Module, dataset) -> None:
     # An odd batch of 3 also catches programs exported with a fixed batch size.
     try:
         with torch.no_grad():
@@ -87,7 +87,7 @@ def compress(model: nn.Module, recipe, *, data, example_inputs=None, out_dir: st
     settings = measure or MeasureSettings()
     original = copy.deepcopy(model).eval()
     example_inputs = _example_inputs(original, example_inputs, dataset)
-    _check_model_runs(original, example_inputs, dataset)
+    _check_model_runs(original, dataset)
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="edgecompress-"))
     out.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(dataset, original, recipe.training.batch_size, recipe.training.seed, example_inputs, progress)

@@ -48,7 +48,9 @@ class ActivationQuantizer(nn.Module):
         self.observer = None
 
     def extra_repr(self) -> str:
-        state = "observing" if self.observer is not None else f"scale={self.scale.item():.3g}, zp={self.zero_point.item()}"
+        if self.observer is not None:
+            return f"{self.dtype_name}, observing"
+        state = f"scale={self.scale.item():.3g}, zp={self.zero_point.item()}"
         return f"{self.dtype_name}, {state}"
 
 
@@ -126,4 +128,5 @@ class QuantizedLayer(nn.Module):
 
     def extra_repr(self) -> str:
         shape = tuple(self.weight_int.shape)
-        return f"{self.kind}, weight int{self.weight_bits} {shape}, per_channel={self.per_channel}, converted={self.converted}"
+        return (f"{self.kind}, weight int{self.weight_bits} {shape}, per_channel={self.per_channel}, "
+                f"converted={self.converted}")
