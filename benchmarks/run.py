@@ -12,12 +12,12 @@ import time
 import warnings
 from pathlib import Path
 
-from edgecompress.measure import cpu_summary, environment
 from rich.console import Console
 from rich.table import Table
 
 from edgecompress import MeasureSettings, compress
 from edgecompress.fileio import write_json_atomic
+from edgecompress.measure import cpu_summary, environment
 from edgecompress.model_io import load_model
 
 DEFAULT_MODELS = ["mnist1d_cnn", "digits_cnn", "mobilenetv2_mnist1d", "resnet_mnist1d"]

@@ -1,7 +1,9 @@
 """The compress() pipeline on tiny models with synthetic data: order, refusals, warnings, targets."""
 
+import hashlib
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,9 +46,6 @@ def test_prune_then_quantize_end_to_end_on_a_tiny_model(tmp_path, fast_measure):
     assert size_target["value"] == pytest.approx(r["compressed"]["size_bytes"] / 1e6)
     assert json.loads((tmp_path / "report.json").read_text())["ratios"] == json.loads(json.dumps(r["ratios"]))
     for a in r["artifacts"]:
-        import hashlib
-        from pathlib import Path
-
         assert hashlib.sha256(Path(a["path"]).read_bytes()).hexdigest() == a["sha256"]
     parity = r["artifacts"][1]["parity"]
     assert parity["top1_agreement"] >= 0.95 and parity["sqnr_db"] > 20  # simulation vs ONNX Runtime
