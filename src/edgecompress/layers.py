@@ -48,6 +48,12 @@ def weight_layers(model: nn.Module, ignore: Iterable[str] = (), types: tuple[typ
             yield name, module
 
 
+def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at the dotted path ``name`` under ``root`` (the parent must exist)."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, child, module)
+
+
 def _ignored(name: str, ignore: tuple[str, ...]) -> bool:
     parts = name.split(".")
     return any(matches(".".join(parts[:i]), ignore) for i in range(1, len(parts) + 1))

@@ -27,7 +27,7 @@ def _as_numpy(x: ArrayLike, what: str) -> np.ndarray:
 
 def _same_shape(a: np.ndarray, b: np.ndarray, names: str) -> None:
     if a.shape != b.shape:
-        raise DataError(f"{names} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise DataError(f"{names} must have one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
 
 
 def _logits(x: ArrayLike, what: str) -> np.ndarray:

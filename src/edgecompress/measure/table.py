@@ -20,23 +20,25 @@ def _number(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if math.isfinite(value) else str(value)
 
 
+def _scaled(n: float, units: tuple[str, str, str], sep: str) -> str | None:
+    """``n`` in the largest decimal unit (giga, mega, kilo) it reaches, or None below a thousand."""
+    for unit, scale in zip(units, (1e9, 1e6, 1e3), strict=True):
+        if abs(n) >= scale:
+            return f"{_number(n / scale)}{sep}{unit}"
+    return None
+
+
 def fmt_bytes(n: float | None) -> str:
     """Decimal units (1 MB = 1,000,000 bytes), as size targets use."""
     if n is None:
         return DASH
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(n) >= scale:
-            return f"{_number(n / scale)} {unit}"
-    return f"{int(n)} B"
+    return _scaled(n, ("GB", "MB", "KB"), " ") or f"{int(n)} B"
 
 
 def fmt_count(n: float | None) -> str:
     if n is None:
         return DASH
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{_number(n / scale)}{unit}"
-    return _number(n, 4)
+    return _scaled(n, ("G", "M", "k"), "") or _number(n, 4)
 
 
 def fmt_percent(x: float | None) -> str:

@@ -13,7 +13,7 @@ from rich.progress import Progress
 from torch import nn
 
 from ..datasets import Dataset
-from ..measure import layer_sparsity, sparsity
+from ..measure import fidelity, layer_sparsity, sparsity
 from ..pruning import MaskedPruning, sparsity_at
 from ..quantization import layer_summary, quantize
 from ..training import evaluate_accuracy, fit, predict
@@ -46,8 +46,7 @@ class RunContext:
         x, y = self.dataset.x_test, self.dataset.y_test
         if y is not None:
             return {"accuracy": evaluate_accuracy(model, x, y)}
-        ref = predict(self.teacher, x).argmax(-1)
-        return {"fidelity_top1": (predict(model, x).argmax(-1) == ref).float().mean().item()}
+        return {"fidelity_top1": fidelity(predict(self.teacher, x), predict(model, x))["top1_agreement"]}
 
 
 def run_prune(model: nn.Module, step: PruneStep, ctx: RunContext) -> tuple[nn.Module, dict]:

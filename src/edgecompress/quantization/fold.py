@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import fx, nn
 
+from ..layers import set_submodule
+
 _FOLDABLE = {
     nn.Conv1d: nn.BatchNorm1d,
     nn.Conv2d: nn.BatchNorm2d,
@@ -52,7 +54,7 @@ def fold_batchnorm(gm: fx.GraphModule) -> list[str]:
         bn = gm.get_submodule(str(node.target))
         if isinstance(layer, nn.Linear) and _rank(producer) != 2:
             continue  # BatchNorm1d normalises dim 1, which is a feature dim only for (batch, features)
-        _set_submodule(gm, str(producer.target), fold_bn_into(layer, bn))
+        set_submodule(gm, str(producer.target), fold_bn_into(layer, bn))
         node.replace_all_uses_with(producer)
         gm.graph.erase_node(node)
         folded.append(str(node.target))
@@ -65,9 +67,3 @@ def fold_batchnorm(gm: fx.GraphModule) -> list[str]:
 def _rank(node: fx.Node) -> int | None:
     meta = node.meta.get("tensor_meta")  # set by torch.fx.passes.shape_prop.ShapeProp
     return len(meta.shape) if meta is not None and hasattr(meta, "shape") else None
-
-
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, module)

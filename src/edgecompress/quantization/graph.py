@@ -21,7 +21,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import UnsupportedError
-from ..layers import matches
+from ..layers import matches, set_submodule
 from .config import QuantConfig
 from .fold import fold_batchnorm
 from .modules import ActivationQuantizer, QuantizedLayer
@@ -113,11 +113,6 @@ def _tensor_inputs(node: fx.Node) -> list[fx.Node]:
     return [a for a in args if _is_float_tensor(a)]
 
 
-def _set_submodule(gm: fx.GraphModule, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(gm.get_submodule(parent_name) if parent_name else gm, child, module)
-
-
 class _Placer:
     """Inserts ActivationQuantizer calls into the graph, one per float tensor at most."""
 
@@ -179,7 +174,7 @@ def prepare(model: nn.Module, config: QuantConfig, example_inputs: tuple[torch.T
         if isinstance(mod, _QUANTIZABLE_LAYERS) and not matches(str(node.target), config.ignore):
             if isinstance(mod, (nn.Conv1d, nn.Conv2d)) and mod.padding_mode != "zeros":
                 continue  # stays float; QuantizedLayer only lowers zero padding
-            _set_submodule(gm, str(node.target), QuantizedLayer(mod, per_channel=config.per_channel,
+            set_submodule(gm, str(node.target), QuantizedLayer(mod, per_channel=config.per_channel,
                                                                      reduce_range=config.reduce_range))
     _Placer(gm, config).run()
     for node in gm.graph.nodes:
