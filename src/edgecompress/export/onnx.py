@@ -19,6 +19,7 @@ from ..errors import ExportError
 from ..fileio import atomic_path
 from ..measure import environment
 from .base import Artifact, Exporter, Runner, batch_of_two
+from .onnx_compact import compact
 
 OPSET = 21  # int4 and blocked DequantizeLinear need opset 21; ONNX Runtime ≥ 1.20 runs it
 
@@ -97,7 +98,7 @@ class OnnxExporter(Exporter):
             except Exception as e:  # the exporter raises many types; report one
                 raise ExportError(f"ONNX export of {type(model).__name__} failed: {type(e).__name__}: {e}\n"
                                   f"{log.getvalue()[-2000:]}") from None
-            proto = _strip_debug_info(onnx.load(str(raw)))
+            proto = compact(_strip_debug_info(onnx.load(str(raw))))
             try:
                 onnx.checker.check_model(proto, full_check=True)
             except Exception as e:
