@@ -75,8 +75,8 @@ def test_quantize_before_prune_is_refused_unless_allowed():
 
 
 def test_unsupported_requests_fail_before_any_work(tmp_path):
-    for recipe in ({"output": {"format": "tflite"}},
-                   {"quantization": {"enabled": True, "type": "int4"}},
+    for recipe in ({"quantization": {"enabled": True, "type": "int4"}, "output": {"format": "tflite"}},
+                   {"quantization": {"enabled": True, "type": "int4"}, "output": {"format": "torchscript"}},
                    {"distillation": {"enabled": True}},
                    {"quantization": {"enabled": True}, "output": {"format": "torchscript"}}):
         out = tmp_path / str(len(list(tmp_path.iterdir())))

@@ -68,8 +68,8 @@ def test_an_observer_that_saw_nothing_is_an_error():
 
 
 def test_quant_config_rejects_bad_values_with_what_is_allowed():
-    with pytest.raises(RecipeError, match="allowed: minmax, percentile"):
-        QuantConfig(observer="mse")
+    with pytest.raises(RecipeError, match="allowed: minmax, moving_average, percentile, mse, entropy"):
+        QuantConfig(observer="kl")
     with pytest.raises(RecipeError, match="uint8, int8"):
         QuantConfig(activation_dtype="int4")
     with pytest.raises(RecipeError, match="regular expression"):

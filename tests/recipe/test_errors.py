@@ -20,8 +20,9 @@ def only_problem(source) -> str:
 
 
 def test_bad_enum_lists_the_allowed_values():
-    assert only_problem("quantization: {enabled: true, type: int3}") == (
-        "quantization.type: 'int3' is not allowed; allowed: 'fp32', 'fp16', 'int8', 'int4', 'mixed'")
+    assert only_problem("quantization: {enabled: true, type: int5}") == (
+        "quantization.type: 'int5' is not allowed; allowed: 'fp32', 'fp16', 'int8', 'int4', 'int3', 'int2', "
+        "'ternary', 'binary', 'mixed'")
 
 
 def test_out_of_range_names_both_bounds():
@@ -35,7 +36,8 @@ def test_out_of_range_names_both_bounds():
 def test_unknown_nested_key_lists_allowed_keys_and_suggests_the_closest():
     problem = only_problem("quantization:\n  enabled: true\n  calibraton_samples: 100\n")
     assert problem.startswith("quantization.calibraton_samples: unknown key (value 100); allowed keys: "
-                              "activation_dtype, calibration_samples, enabled, fold_batchnorm, ignore,")
+                              "activation_dtype, adaround, adaround_iterations, bias_correction, "
+                              "calibration_samples, enabled, equalization,")
     assert problem.endswith("did you mean 'calibration_samples'?")
 
 
@@ -87,7 +89,7 @@ def test_unknown_target_device_lists_the_devices():
 
 
 def test_all_problems_are_reported_together():
-    problems = problems_of({"quantization": {"type": "int3", "observer": "mse"}, "pruning": {"sparsity": 2},
+    problems = problems_of({"quantization": {"type": "int5", "observer": "kl"}, "pruning": {"sparsity": 2},
                             "output": {"format": "pt"}, "nmae": "x"})
     assert [p.split(":")[0] for p in problems] == [
         "nmae", "output.format", "pruning.sparsity", "quantization.type", "quantization.observer"]
@@ -123,9 +125,9 @@ def test_stage_items_must_be_one_key_mappings():
 
 
 def test_stage_parameter_errors_have_stage_paths():
-    problems = problems_of("stages:\n  - prune: {}\n  - quantize: {type: int3, enabled: true}\n")
-    assert problems[0] == ("stages[1].quantize.type: 'int3' is not allowed; allowed: "
-                           "'fp32', 'fp16', 'int8', 'int4', 'mixed'")
+    problems = problems_of("stages:\n  - prune: {}\n  - quantize: {type: int5, enabled: true}\n")
+    assert problems[0] == ("stages[1].quantize.type: 'int5' is not allowed; allowed: "
+                           "'fp32', 'fp16', 'int8', 'int4', 'int3', 'int2', 'ternary', 'binary', 'mixed'")
     assert problems[1].startswith("stages[1].quantize.enabled: unknown key (value true); allowed keys: ")
     assert "finetune.epochs: 0 — must be >= 1" in only_problem({"stages": [{"finetune": {"epochs": 0}}]})
 

@@ -76,7 +76,14 @@ class Dataset:
 
     def calibration_inputs(self, n: int, *, seed: int = 0) -> torch.Tensor:
         """``n`` training inputs drawn without replacement (seeded): representative, not the first n."""
+        return self.x_train[self._calibration_indices(n, seed)]
+
+    def calibration_labels(self, n: int, *, seed: int = 0) -> torch.Tensor | None:
+        """The labels of ``calibration_inputs(n, seed=seed)`` (None without labels)."""
+        return None if self.y_train is None else self.y_train[self._calibration_indices(n, seed)]
+
+    def _calibration_indices(self, n: int, seed: int) -> torch.Tensor:
         if n <= 0:
             raise DataError(f"calibration needs a positive number of samples, got {n}")
         perm = torch.randperm(self.x_train.shape[0], generator=torch.Generator().manual_seed(seed))
-        return self.x_train[perm[:n]]
+        return perm[:n]

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..quantization.fp16 import HalfPrecision
+
 # A loaded artifact in its runtime: numpy input batch → numpy output batch.
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -19,6 +21,13 @@ def batch_of_two(example_inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor
     """Example inputs with batch size 2: torch.export specialises a batch of 1 to a constant, and the
     artifact must accept any batch size (batch 1 for latency, large batches for evaluation)."""
     return tuple(torch.cat([t[:1], t[:1]]) for t in example_inputs)
+
+
+def for_scheme(model: nn.Module, scheme: str) -> nn.Module:
+    """The module to export for ``scheme``: the FP16 wrapper for fp16, else the model itself."""
+    if scheme == "fp16" and not isinstance(model, HalfPrecision):
+        return HalfPrecision(model)
+    return model
 
 
 @dataclass(frozen=True)

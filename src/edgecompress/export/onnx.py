@@ -18,13 +18,15 @@ from torch import nn
 from ..errors import ExportError
 from ..fileio import atomic_path
 from ..measure import environment
-from .base import Artifact, Exporter, Runner, batch_of_two
-from .onnx_compact import compact
+from .base import Artifact, Exporter, Runner, batch_of_two, for_scheme
+from .onnx_compact import compact, storage_type
+from .onnx_dynamic import dynamic_translations
 
 OPSET = 21  # int4 and blocked DequantizeLinear need opset 21; ONNX Runtime ≥ 1.20 runs it
 
 
 def _translation_table() -> dict:
+    import onnx
     from onnxscript import opset21 as op
 
     from ..quantization import ops  # registers torch.ops.edgecompress.*
@@ -35,7 +37,20 @@ def _translation_table() -> dict:
     def dequantize(q, scale, zero_point, axis: int):
         return op.DequantizeLinear(q, scale, zero_point, axis=axis)
 
-    return {ops.fake_quantize._opoverload: fake_quantize, ops.dequantize._opoverload: dequantize}
+    def dequantize_weight(q, scale, zero_point, block_size: int, quant_min: int, quant_max: int):
+        # Cast to the narrowest ONNX integer type holding [quant_min, quant_max]; the exporter's constant
+        # folding (or onnx_compact.pack_low_bit for large tensors) turns Cast(initializer) into a packed
+        # INT4 / INT2 initializer. 3-bit weights travel in int4 containers, 5–7-bit ones in int8.
+        to = storage_type(quant_min, quant_max)
+        if to not in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
+            q, zero_point = op.Cast(q, to=to), op.Cast(zero_point, to=to)
+        if block_size == 0:
+            return op.DequantizeLinear(q, scale, zero_point, axis=0)
+        return op.DequantizeLinear(q, scale, zero_point, axis=1, block_size=block_size)
+
+    return {ops.fake_quantize._opoverload: fake_quantize, ops.dequantize._opoverload: dequantize,
+            **dynamic_translations(),
+            ops.dequantize_weight._opoverload: dequantize_weight}
 
 
 @contextlib.contextmanager
@@ -68,7 +83,9 @@ class OnnxExporter(Exporter):
     name = "onnx"
     suffix = ".onnx"
     runtime = "onnxruntime"
-    schemes = frozenset({"fp32", "int8"})
+    # int8: static Q/DQ (fused into integer kernels); fp16: float16 graph with float32 inputs and outputs;
+    # int4 … binary and mixed: low-bit weights stored packed, dequantized in the graph.
+    schemes = frozenset({"fp32", "fp16", "int8", "int4", "int3", "int2", "ternary", "binary", "mixed"})
 
     def saturates_int8_weights(self) -> bool:
         # ONNX Runtime's x86 u8s8 kernels use vpmaddubsw unless VNNI is present; its int16 pair sums saturate
@@ -83,7 +100,7 @@ class OnnxExporter(Exporter):
                scheme: str, metadata: dict[str, str] | None = None) -> Artifact:
         import onnx
 
-        model = model.eval()
+        model = for_scheme(model.eval(), scheme)
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "model.onnx"
             log = io.StringIO()
@@ -117,6 +134,9 @@ class OnnxExporter(Exporter):
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Low-bit Linear weights fuse into MatMulNBits, which by default (level 4) also quantizes the activations
+        # to int8; level 1 computes in float32, as the weight-only representation does.
+        options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:

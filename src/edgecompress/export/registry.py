@@ -5,11 +5,12 @@ from __future__ import annotations
 from ..errors import UnsupportedError
 from .base import Exporter
 from .onnx import OnnxExporter
+from .tflite import TfliteExporter
 from .torchscript import TorchScriptExporter
 
-EXPORTERS: dict[str, Exporter] = {e.name: e for e in (OnnxExporter(), TorchScriptExporter())}
+EXPORTERS: dict[str, Exporter] = {e.name: e for e in (OnnxExporter(), TfliteExporter(), TorchScriptExporter())}
 # Formats the recipe may name but this version cannot write yet.
-PLANNED_FORMATS = ("tflite",)
+PLANNED_FORMATS: tuple[str, ...] = ()
 
 
 def get_exporter(fmt: str) -> Exporter:

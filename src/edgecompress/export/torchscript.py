@@ -1,4 +1,4 @@
-"""TorchScript export (traced) of float models, run with torch.jit.load."""
+"""TorchScript export (traced) of float32 and float16 models, run with torch.jit.load."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ from torch import nn
 
 from ..errors import ExportError
 from ..fileio import atomic_path
-from .base import Artifact, Exporter, Runner, batch_of_two
+from .base import Artifact, Exporter, Runner, batch_of_two, for_scheme
 
 
 class TorchScriptExporter(Exporter):
     name = "torchscript"
     suffix = ".pt"
     runtime = "torchscript"
-    schemes = frozenset({"fp32"})
+    schemes = frozenset({"fp32", "fp16"})
 
     def export(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path, *,
                scheme: str, metadata: dict[str, str] | None = None) -> Artifact:
-        model = model.eval()
+        model = for_scheme(model.eval(), scheme)
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")  # torch.jit warns that it is deprecated

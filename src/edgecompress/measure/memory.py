@@ -17,7 +17,7 @@ _STDERR_TAIL = 2000
 # Located, not imported: importing it with the package makes ``python -m edgecompress.measure.probe``
 # warn that the module is already loaded.
 _PROBE = Path(__file__).with_name("probe.py")
-RUNTIMES = ("onnxruntime", "torchscript")  # the probe's --runtime choices
+RUNTIMES = ("onnxruntime", "torchscript", "litert")  # the probe's --runtime choices
 
 
 def _probe_command(runtime: str, artifact: Path, input_path: Path, threads: int, iters: int) -> list[str]:

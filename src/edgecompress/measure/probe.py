@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-RUNTIMES = ("onnxruntime", "torchscript")  # memory.RUNTIMES repeats these: this file imports nothing of ours
+RUNTIMES = ("onnxruntime", "torchscript", "litert")  # memory.RUNTIMES repeats these: this file imports nothing of ours
 
 
 def _vm_hwm_mb() -> float | None:
@@ -74,6 +74,24 @@ def _torchscript(artifact: Path, x: np.ndarray, threads: int, iters: int) -> flo
     return baseline
 
 
+def _litert(artifact: Path, x: np.ndarray, threads: int, iters: int) -> float:
+    from ai_edge_litert.interpreter import Interpreter
+
+    baseline = _max_rss_mb()
+    interpreter = Interpreter(model_path=str(artifact), num_threads=threads)
+    detail = interpreter.get_input_details()[0]
+    sample = x[:1]  # TFLite artifacts are written at batch 1
+    if detail["dtype"] != np.float32:  # integer interface: quantize like the converter's input
+        scale, zero_point = detail["quantization"]
+        info = np.iinfo(detail["dtype"])
+        sample = np.clip(np.round(sample / scale) + zero_point, info.min, info.max).astype(detail["dtype"])
+    interpreter.allocate_tensors()
+    for _ in range(iters):
+        interpreter.set_tensor(detail["index"], sample)
+        interpreter.invoke()
+    return baseline
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -104,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         # The input is loaded first so that its bytes fall in the baseline, not in the model's share.
         x = np.load(args.input, allow_pickle=False)
-        run = _onnxruntime if args.runtime == "onnxruntime" else _torchscript
+        run = {"onnxruntime": _onnxruntime, "torchscript": _torchscript, "litert": _litert}[args.runtime]
         baseline = run(args.artifact, x, args.threads, args.iters)
         peak = _max_rss_mb()
     except Exception as e:  # a process boundary: every failure becomes one JSON line and exit code 1

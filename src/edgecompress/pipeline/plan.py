@@ -9,7 +9,7 @@ from ..errors import DataError, UnsupportedError
 from ..export import Exporter, check_supported
 from ..pruning import PruneConfig
 from ..quantization import QuantConfig
-from ..recipe import Recipe
+from ..recipe import QuantizeParams, Recipe
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,12 @@ class FinetuneStep:
 
 @dataclass(frozen=True)
 class QuantizeStep:
-    config: QuantConfig
+    """What the quantize stage runs: ``method`` is one of fp16, static (post-training, any bit-width),
+    dynamic, qat, mixed; ``config`` is the QuantConfig the method starts from (None for fp16)."""
+
+    method: str
+    params: QuantizeParams  # the recipe's keys, for the method-specific ones (qat, mixed, Q8 flags)
+    config: QuantConfig | None
     calibration_samples: int
     note: str | None = None
     name: str = "quantize"
@@ -55,29 +60,74 @@ def _prune_step(cfg, seed: int) -> PruneStep:
     return PruneStep(config, steps, cfg.schedule, cfg.fine_tune_epochs, cfg.learning_rate)
 
 
-def _quantize_step(cfg, exporter: Exporter) -> QuantizeStep:
+# Recipe type → (weight bits, ternary) for the integer types.
+_WEIGHT_TYPES = {"int8": (8, False), "int4": (4, False), "int3": (3, False), "int2": (2, False),
+                 "ternary": (2, True), "binary": (1, False), "mixed": (8, False)}
+DEFAULT_GROUP_SIZE = 32  # below 8 bits, one scale per 32 input elements (the common INT4 choice)
+
+
+def scheme_of(cfg: QuantizeParams) -> str:
+    """The artifact scheme a quantize stage produces (what the exporter must be able to carry)."""
+    return "int8" if cfg.strategy == "dynamic" else cfg.type
+
+
+def _quantize_step(cfg: QuantizeParams, exporter: Exporter) -> QuantizeStep:
     if cfg.type == "fp32":
         raise UnsupportedError("quantization type 'fp32' quantizes nothing; disable the quantization section "
                                "instead")
-    if cfg.type != "int8" or cfg.strategy != "post_training":
-        raise UnsupportedError(
-            f"quantization type {cfg.type!r} with strategy {cfg.strategy!r} is not available in this version; "
-            "available: type 'int8' with strategy 'post_training'")
+    if cfg.type == "fp16":
+        return QuantizeStep("fp16", cfg, None, 0)
+    bits, ternary = _WEIGHT_TYPES[cfg.type]
     reduce_range = exporter.saturates_int8_weights() if cfg.reduce_range == "auto" else cfg.reduce_range
-    config = QuantConfig(observer=cfg.observer, percentile=cfg.percentile, per_channel=cfg.per_channel,
-                         activation_dtype=cfg.activation_dtype, fold_batchnorm=cfg.fold_batchnorm,
-                         reduce_range=reduce_range, ignore=tuple(cfg.ignore))
     note = None
-    if cfg.reduce_range == "auto" and reduce_range:
+    if cfg.reduce_range == "auto" and reduce_range and bits == 8:
         note = (f"7-bit weights: {exporter.runtime} on this CPU (x86 without VNNI) saturates the int16 sums "
                 "of 8-bit weight products; reduce_range: false forces 8 bits")
-    return QuantizeStep(config, cfg.calibration_samples, note)
+    low_bit = bits < 8
+    if cfg.strategy == "quantization_aware" and cfg.group_size is not None:
+        raise UnsupportedError(f"group_size {cfg.group_size} with strategy 'quantization_aware' is not available: "
+                               "QAT learns one scale per output channel; remove group_size")
+    grouped = low_bit and cfg.strategy == "post_training"
+    group_size = cfg.group_size if cfg.group_size is not None else (DEFAULT_GROUP_SIZE if grouped else None)
+    config = QuantConfig(observer=cfg.observer, percentile=cfg.percentile, per_channel=cfg.per_channel,
+                         activation_dtype=cfg.activation_dtype, fold_batchnorm=cfg.fold_batchnorm,
+                         reduce_range=reduce_range, ignore=tuple(cfg.ignore), weight_bits=bits,
+                         weight_symmetric=cfg.weight_symmetric, ternary=ternary,
+                         group_size=group_size if grouped else None,
+                         # low-bit post-training quantization is weight-only (activations stay float);
+                         # QAT trains 8-bit activations alongside the low-bit weights
+                         weight_only=low_bit and cfg.strategy == "post_training",
+                         equalization=cfg.equalization, equalization_relu6=cfg.equalization_relu6,
+                         bias_correction=cfg.bias_correction, adaround=cfg.adaround,
+                         adaround_iterations=cfg.adaround_iterations)
+    method = {"post_training": "static", "dynamic": "dynamic", "quantization_aware": "qat"}[cfg.strategy]
+    if cfg.type == "mixed":
+        method = "mixed"
+    return QuantizeStep(method, cfg, config, cfg.calibration_samples, note)
+
+
+# Quantize methods and Q8 refinements this version runs; the recipe schema knows more.
+AVAILABLE_METHODS = ("fp16", "static", "mixed", "dynamic", "qat")
+AVAILABLE_REFINEMENTS: tuple[str, ...] = ("equalization", "bias_correction", "adaround")
+
+
+def _check_available(step: QuantizeStep) -> None:
+    if step.method not in AVAILABLE_METHODS:
+        raise UnsupportedError(f"quantization {step.params.type!r} with strategy {step.params.strategy!r} "
+                               f"({step.method}) is not available in this version; available: "
+                               f"{', '.join(AVAILABLE_METHODS)}")
+    asked = [k for k in ("equalization", "bias_correction", "adaround") if getattr(step.params, k)]
+    missing = [k for k in asked if k not in AVAILABLE_REFINEMENTS]
+    if missing:
+        raise UnsupportedError(f"{', '.join(missing)} not available in this version; available: "
+                               f"{', '.join(AVAILABLE_REFINEMENTS) or 'none'}")
 
 
 def make_plan(recipe: Recipe, dataset: Dataset) -> Plan:
     warnings = list(recipe.lint())
-    quantizes = any(stage.kind == "quantize" for stage in recipe.stages)
-    exporter = check_supported(recipe.output.format, "int8" if quantizes else "fp32")
+    quantize = recipe.stage("quantize")
+    scheme = "fp32" if quantize is None else scheme_of(quantize.config)
+    exporter = check_supported(recipe.output.format, scheme)
     steps: list[Step] = []
     for stage in recipe.stages:
         if stage.kind == "prune":
@@ -86,10 +136,10 @@ def make_plan(recipe: Recipe, dataset: Dataset) -> Plan:
             steps.append(FinetuneStep(stage.config.epochs, stage.config.learning_rate))
         elif stage.kind == "quantize":
             steps.append(_quantize_step(stage.config, exporter))
+            _check_available(steps[-1])
         else:
             raise UnsupportedError(f"the {stage.kind!r} stage is not available in this version; available "
                                    "stages: prune, finetune, quantize")
-    scheme = "int8" if quantizes else "fp32"
     for step in steps:
         if isinstance(step, QuantizeStep) and step.calibration_samples > dataset.x_train.shape[0]:
             warnings.append(f"calibration_samples is {step.calibration_samples} but the data has only "

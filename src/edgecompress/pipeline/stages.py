@@ -4,6 +4,7 @@ calibration for post-training quantization."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -15,7 +16,10 @@ from torch import nn
 from ..datasets import Dataset
 from ..measure import fidelity, layer_sparsity, sparsity
 from ..pruning import MaskedPruning, sparsity_at
-from ..quantization import layer_summary, quantize
+from ..quantization import DynamicConfig, QuantConfig, layer_summary, quantize, quantize_dynamic
+from ..quantization.fp16 import HalfPrecision
+from ..quantization.mixed import plan_mixed_precision
+from ..quantization.qat import QATConfig, QuantizationAwareTraining
 from ..training import evaluate_accuracy, fit, predict
 from .plan import FinetuneStep, PruneStep, QuantizeStep
 
@@ -89,16 +93,70 @@ def run_finetune(model: nn.Module, step: FinetuneStep, ctx: RunContext) -> tuple
 
 
 def run_quantize(model: nn.Module, step: QuantizeStep, ctx: RunContext) -> tuple[nn.Module, dict]:
-    n = min(step.calibration_samples, ctx.dataset.x_train.shape[0])
-    calibration = ctx.dataset.calibration_inputs(n, seed=ctx.seed)
     started = time.perf_counter()
-    qmodel = quantize(model, step.config, calibration=calibration, example_inputs=ctx.example_inputs,
-                      progress=ctx.progress)
-    return qmodel, {"scheme": "int8", "calibration_samples": n, "observer": step.config.observer,
-                    "per_channel": step.config.per_channel, "activation_dtype": step.config.activation_dtype,
-                    "weight_bits": 7 if step.config.reduce_range else 8, "note": step.note,
-                    "quantize_seconds": round(time.perf_counter() - started, 3),
-                    "layers": layer_summary(qmodel), **ctx.quality(qmodel)}
+    if step.method == "fp16":
+        qmodel = HalfPrecision(model)
+        info = {"scheme": "fp16"}
+    elif step.method == "dynamic":  # no calibration: activation ranges are measured at run time
+        cfg = step.config
+        qmodel = quantize_dynamic(model, DynamicConfig(per_channel=cfg.per_channel, ignore=cfg.ignore,
+                                                       reduce_range=cfg.reduce_range))
+        info = {"scheme": "int8", "method": "dynamic", "per_channel": cfg.per_channel,
+                "weight_bits": 7 if cfg.reduce_range else 8, "note": step.note}
+    else:
+        n = min(step.calibration_samples, ctx.dataset.x_train.shape[0])
+        calibration = ctx.dataset.calibration_inputs(n, seed=ctx.seed)
+        cfg, extra = step.config, {}
+        if step.method == "qat":
+            qmodel, extra["qat"] = _quantization_aware_training(model, step, ctx, calibration)
+        else:
+            if step.method == "mixed":
+                cfg, extra["mixed"] = _mixed_precision_config(model, step, ctx, calibration, n)
+            qmodel = quantize(model, cfg, calibration=calibration, example_inputs=ctx.example_inputs,
+                              progress=ctx.progress)
+        info = {"scheme": step.params.type, "method": step.method, "calibration_samples": n,
+                "observer": cfg.observer, "per_channel": cfg.per_channel, "weight_only": cfg.weight_only,
+                "activation_dtype": None if cfg.weight_only else cfg.activation_dtype,
+                "weight_bits": 7 if cfg.reduce_range and cfg.weight_bits == 8 else cfg.weight_bits,
+                "group_size": cfg.group_size, "equalization": cfg.equalization,
+                "bias_correction": cfg.bias_correction, "adaround": cfg.adaround, "note": step.note,
+                "layers": layer_summary(qmodel), **extra}
+    info["quantize_seconds"] = round(time.perf_counter() - started, 3)
+    return qmodel, {**info, **ctx.quality(qmodel)}
+
+
+def _quantization_aware_training(model: nn.Module, step: QuantizeStep, ctx: RunContext,
+                                 calibration: torch.Tensor) -> tuple[nn.Module, dict]:
+    """Start from the calibrated PTQ scales, train weights and (LSQ) scales, convert to the integer model."""
+    cfg, params = step.config, step.params
+    weight_format = {"ternary": "ternary", "binary": "binary"}.get(params.type, "int")
+    config = QATConfig(bits=None if weight_format != "int" else cfg.weight_bits, per_channel=cfg.per_channel,
+                       learn_scales=params.qat.learn_scales, weight_format=weight_format,
+                       epochs=params.qat.epochs, learning_rate=params.qat.learning_rate,
+                       reduce_range=cfg.reduce_range and cfg.weight_bits == 8, ignore=cfg.ignore)
+    qat = QuantizationAwareTraining(model, config, calibration=calibration, example_inputs=ctx.example_inputs,
+                                    steps_per_epoch=ctx.dataset.num_batches("train", ctx.batch_size),
+                                    progress=ctx.progress)
+    losses = fit(qat.model, ctx.dataset, epochs=config.epochs, lr=config.learning_rate, batch_size=ctx.batch_size,
+                 seed=ctx.seed, progress=ctx.progress, description="quantization-aware training",
+                 on_step=qat.step, loss_fn=ctx.loss_fn())
+    return qat.finalize(), {"epochs": config.epochs, "learning_rate": config.learning_rate,
+                            "learn_scales": config.learn_scales, "weight_format": weight_format,
+                            "final_loss": losses[-1] if losses else None}
+
+
+def _mixed_precision_config(model: nn.Module, step: QuantizeStep, ctx: RunContext, calibration: torch.Tensor,
+                            n: int) -> tuple[QuantConfig, dict]:
+    """Per-layer bit-widths from the sensitivity analysis; layers given 16 bits stay float."""
+    mixed = step.params.mixed
+    plan = plan_mixed_precision(model, step.config, calibration, size_budget=mixed.size_budget, bits=mixed.bits,
+                                metric=mixed.metric, labels=ctx.dataset.calibration_labels(n, seed=ctx.seed),
+                                example_inputs=ctx.example_inputs)
+    floats = tuple(name for name, b in plan.layer_bits.items() if b == 16)
+    config = dataclasses.replace(
+        step.config, layer_bits=tuple((name, b) for name, b in plan.layer_bits.items() if b != 16),
+        ignore=(*step.config.ignore, *floats))
+    return config, plan.to_dict()
 
 
 def run_step(model: nn.Module, step, ctx: RunContext) -> tuple[nn.Module, dict]:

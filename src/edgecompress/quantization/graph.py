@@ -7,7 +7,8 @@ Placement rules (what ONNX Runtime's QDQ fusion and TFLite's int8 kernels expect
 - the output of a quantized op is quantized after its activation (ReLU/ReLU6 folds into the op);
 - shape and pooling ops that keep values in range (flatten, reshape, max/avg pool, standalone ReLU,
   dropout) reuse their input's quantizer, so the integer tensor flows through them unchanged;
-- any other op (softmax, layer norm, GELU, ...) runs in float between a dequantize and a quantize.
+- any other op (softmax, layer norm, GELU, ...) runs in float between a dequantize and a quantize;
+- with ``weight_only`` nothing is placed: only weights are quantized, every activation stays float.
 """
 
 from __future__ import annotations
@@ -97,8 +98,10 @@ def _is_pass_through(gm: fx.GraphModule, node: fx.Node) -> bool:
 
 
 def _is_quantized_op(gm: fx.GraphModule, node: fx.Node) -> bool:
-    return isinstance(_module(gm, node), QuantizedLayer) or (
-        node.op == "call_function" and node.target in _ARITHMETIC_FUNCTIONS)
+    mod = _module(gm, node)
+    if isinstance(mod, QuantizedLayer):
+        return not mod.weight_only  # weight-only layers take float inputs and give float outputs
+    return node.op == "call_function" and node.target in _ARITHMETIC_FUNCTIONS
 
 
 def _is_float_tensor(node: object) -> bool:
@@ -127,7 +130,7 @@ class _Placer:
         name, i = base, 1
         while hasattr(self.gm, name):
             name, i = f"{base}_{i}", i + 1
-        observer = make_observer(self.config.observer, percentile=self.config.percentile)
+        observer = make_observer(self.config.observer, percentile=self.config.percentile, fmt=self.fmt)
         self.gm.add_submodule(name, ActivationQuantizer(self.fmt, observer))
         return name
 
@@ -162,6 +165,19 @@ class _Placer:
                 self.after(node, shared, rewire=True)
 
 
+def _quantized_layer(mod: nn.Module, name: str, config: QuantConfig) -> QuantizedLayer | None:
+    """The QuantizedLayer for ``mod`` under ``config`` (None: the layer stays float, 16 bits in ``layer_bits``).
+    ``group_size`` and ``ternary`` concern the layers below 8 bits, ``reduce_range`` the 8-bit ones, so one
+    config can mix 4-bit grouped layers with per-channel INT8 layers."""
+    bits = config.bits_for(name)
+    if bits >= 16:
+        return None
+    return QuantizedLayer(mod, per_channel=config.per_channel, reduce_range=config.reduce_range and bits == 8,
+                          bits=bits, group_size=config.group_size if bits < 8 else None,
+                          symmetric=config.weight_symmetric, ternary=config.ternary and bits == 2,
+                          weight_only=config.weight_only)
+
+
 def prepare(model: nn.Module, config: QuantConfig, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
     """A copy of ``model`` in the quantized representation, observers armed for calibration."""
     model = copy.deepcopy(model).eval()
@@ -174,12 +190,14 @@ def prepare(model: nn.Module, config: QuantConfig, example_inputs: tuple[torch.T
         if isinstance(mod, _QUANTIZABLE_LAYERS) and not matches(str(node.target), config.ignore):
             if isinstance(mod, (nn.Conv1d, nn.Conv2d)) and mod.padding_mode != "zeros":
                 continue  # stays float; QuantizedLayer only lowers zero padding
-            set_submodule(gm, str(node.target), QuantizedLayer(mod, per_channel=config.per_channel,
-                                                                     reduce_range=config.reduce_range))
-    _Placer(gm, config).run()
+            layer = _quantized_layer(mod, str(node.target), config)
+            if layer is not None:
+                set_submodule(gm, str(node.target), layer)
+    if not config.weight_only:  # weight-only: every activation stays float
+        _Placer(gm, config).run()
     for node in gm.graph.nodes:
         mod = _module(gm, node)
-        if isinstance(mod, QuantizedLayer):
+        if isinstance(mod, QuantizedLayer) and not mod.weight_only:
             mod.input_quantizer = str(node.args[0].target)
     gm.graph.lint()
     gm.recompile()
@@ -193,5 +211,5 @@ def convert(gm: fx.GraphModule) -> fx.GraphModule:
             mod.freeze()
     for mod in gm.modules():
         if isinstance(mod, QuantizedLayer) and not mod.converted:
-            mod.convert(gm.get_submodule(mod.input_quantizer).scale)
+            mod.convert(None if mod.input_quantizer is None else gm.get_submodule(mod.input_quantizer).scale)
     return gm

@@ -53,3 +53,23 @@ def quantize_per_channel(
     shape = _broadcast_shape(w, axis)
     q = torch.round(w / scale.reshape(shape)) + zero_point.to(torch.float32).reshape(shape)
     return torch.clamp(q, quant_min, quant_max).to(dtype)
+
+
+@torch.library.custom_op(f"{NAMESPACE}::dequantize_weight", mutates_args=())
+def dequantize_weight(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, block_size: int,
+                      quant_min: int, quant_max: int) -> torch.Tensor:
+    """Low-bit or group-wise weights → float32. ``block_size`` 0: per channel along axis 0, ``q`` of any rank;
+    otherwise ``q`` is [out, K] and each run of ``block_size`` elements of a row (the last may be shorter)
+    shares scale[:, j] and zero_point[:, j]. ``quant_min``/``quant_max`` declare the integer range, which the
+    exporter uses to pick the storage type (int2/int4/int8)."""
+    if block_size == 0:
+        return dequantize(q, scale, zero_point, 0)
+    k = q.shape[1]
+    s = scale.repeat_interleave(block_size, dim=1)[:, :k]
+    z = zero_point.to(torch.float32).repeat_interleave(block_size, dim=1)[:, :k]
+    return (q.to(torch.float32) - z) * s
+
+
+@dequantize_weight.register_fake
+def _(q, scale, zero_point, block_size, quant_min, quant_max):
+    return torch.empty(q.shape, dtype=torch.float32, device=q.device)

@@ -10,7 +10,10 @@ from torch import fx, nn
 
 from ..errors import DataError
 from ..progress import tracked
+from .adaround import AdaRoundSettings, adaround
+from .bias_correction import correct_bias
 from .config import QuantConfig
+from .equalize import equalize
 from .graph import convert, prepare
 from .modules import ActivationQuantizer, QuantizedLayer
 
@@ -49,8 +52,16 @@ def quantize(model: nn.Module, config: QuantConfig | None = None, *, calibration
     config = config or QuantConfig()
     batches = _calibration_batches(calibration)
     example_inputs = example_inputs or (batches[0][:1],)
-    gm = prepare(model, config, example_inputs)
+    source = model
+    if config.equalization:
+        source = equalize(model, example_inputs, relu6=config.equalization_relu6, ignore=config.ignore,
+                          fold_bn=config.fold_batchnorm).model
+    gm = prepare(source, config, example_inputs)
     calibrate(gm, batches, progress)
+    if config.adaround:
+        adaround(gm, batches, AdaRoundSettings(iterations=config.adaround_iterations))
+    if config.bias_correction:  # after AdaRound: it corrects the shift of the final rounding
+        correct_bias(gm, batches)
     return convert(gm)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from .problems import InvalidRecipeError, validate_model
-from .rules import lint_stages, order_problems
+from .rules import lint_stages, order_problems, quantize_problems
 from .schema import (
     PARAMS_BY_KIND,
     STAGE_ORDER,
@@ -63,6 +63,9 @@ class Recipe(RecipeHeader):
     @model_validator(mode="after")
     def _check_order(self) -> Recipe:
         problems = order_problems([s.kind for s in self.stages], allow_unsafe_order=self.allow_unsafe_order)
+        for i, stage in enumerate(self.stages):
+            if stage.kind == "quantize":
+                problems += quantize_problems(i, stage.config)
         if problems:
             raise InvalidRecipeError(problems)
         return self

@@ -110,6 +110,17 @@ def validate_model(model: type[M], data: Any, path: str) -> tuple[M | None, list
         return None, [_describe(model, path, err) for err in exc.errors()]
 
 
+def _nested_model(model: type[BaseModel], loc: tuple) -> type[BaseModel]:
+    """The model that owns the key at ``loc`` inside ``model`` (nested sections such as quantization.qat)."""
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return model
+
+
 def _describe(model: type[BaseModel], path: str, err: Any) -> str:
     loc = tuple(err["loc"])
     where = join_path(path, loc)
@@ -117,7 +128,8 @@ def _describe(model: type[BaseModel], path: str, err: Any) -> str:
     kind = err["type"]
     field = model.model_fields.get(loc[0]) if loc and isinstance(loc[0], str) else None
     if kind == "extra_forbidden":
-        return unknown_key(path, loc[-1], given, model.model_fields)
+        owner = _nested_model(model, loc[:-1])
+        return unknown_key(join_path(path, loc[:-1]), loc[-1], given, owner.model_fields)
     if kind in ("literal_error", "not_allowed"):
         allowed = err.get("ctx", {}).get("allowed") or _literal_values(field)
         return f"{where}: {show(given)} is not allowed; allowed: {', '.join(repr(v) for v in allowed)}"

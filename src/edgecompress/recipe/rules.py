@@ -45,6 +45,31 @@ def order_problems(kinds: Sequence[str], *, allow_unsafe_order: bool) -> list[st
     return problems
 
 
+LOW_BIT_TYPES = ("int4", "int3", "int2", "ternary", "binary")
+
+
+def quantize_problems(i: int, cfg: QuantizeParams) -> list[str]:
+    """Combinations of quantization keys that cannot work together."""
+    where = f"stages[{i}] 'quantize'"
+    problems = []
+    if cfg.strategy == "dynamic" and cfg.type != "int8":
+        problems.append(f"{where}: strategy 'dynamic' quantizes to int8 only, got type {cfg.type!r}; "
+                        "use type: int8, or strategy post_training / quantization_aware")
+    if cfg.type == "fp16" and cfg.strategy != "post_training":
+        problems.append(f"{where}: type 'fp16' is a conversion, it takes strategy 'post_training', got "
+                        f"{cfg.strategy!r}")
+    if cfg.group_size is not None and cfg.type not in (*LOW_BIT_TYPES, "mixed"):
+        problems.append(f"{where}: group_size applies to low-bit weights (type {', '.join(LOW_BIT_TYPES)} or "
+                        f"mixed), got type {cfg.type!r}; int8 uses one scale per channel (per_channel)")
+    q8 = [k for k in ("equalization", "bias_correction", "adaround") if getattr(cfg, k)]
+    if q8 and (cfg.strategy != "post_training" or cfg.type in ("fp32", "fp16")):
+        problems.append(f"{where}: {', '.join(q8)} refine post-training integer quantization; they do not "
+                        f"apply to type {cfg.type!r} with strategy {cfg.strategy!r}")
+    if cfg.type == "mixed" and cfg.strategy != "post_training":
+        problems.append(f"{where}: type 'mixed' takes strategy 'post_training', got {cfg.strategy!r}")
+    return problems
+
+
 def lint_stages(stages: Sequence[Stage], *, allow_unsafe_order: bool) -> list[str]:
     """Warnings for known anti-patterns that are not errors."""
     kinds = [s.kind for s in stages]
@@ -60,6 +85,10 @@ def lint_stages(stages: Sequence[Stage], *, allow_unsafe_order: bool) -> list[st
             warnings += _lint_prune(i, cfg, finetune_follows="finetune" in kinds[i + 1:])
         elif isinstance(cfg, QuantizeParams) and cfg.type == "fp32":
             warnings.append(f"stages[{i}] 'quantize': type 'fp32' does nothing; the model stays float32")
+        elif isinstance(cfg, QuantizeParams) and cfg.type in ("ternary", "binary", "int2") and (
+                cfg.strategy == "post_training"):
+            warnings.append(f"stages[{i}] 'quantize': {cfg.type} weights without training lose most of the "
+                            "accuracy; use strategy: quantization_aware")
     return warnings
 
 

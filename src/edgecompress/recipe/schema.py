@@ -66,18 +66,49 @@ class FrozenModel(BaseModel):
 
 # --- stage parameters (the stages form; the sections add `enabled`) -------------------------------------
 
+class QatParams(FrozenModel):
+    """Quantization-aware training (strategy: quantization_aware): fake quantization with learned scales."""
+
+    epochs: PositiveCount = 3
+    learning_rate: PositiveNumber = 1e-4
+    learn_scales: StrictBool = True  # LSQ: scales are trained with the weights
+
+
+class MixedParams(FrozenModel):
+    """Mixed precision (type: mixed): a bit-width per layer from a per-layer sensitivity analysis, chosen to
+    fit a size budget with the least sensitivity."""
+
+    # Budget for the quantized layers' weight bytes, as a fraction of what uniform INT8 would need.
+    size_budget: Annotated[Number, Gt(0), Le(4)] = 0.75
+    bits: tuple[Literal[2, 4, 8, 16], ...] = (4, 8)  # candidate bit-widths; 16 keeps the layer float
+    metric: Literal["sqnr", "loss"] = "sqnr"  # sensitivity: output SQNR drop, or task-loss increase
+
+
 class QuantizeParams(FrozenModel):
-    type: Literal["fp32", "fp16", "int8", "int4", "mixed"] = "int8"
+    # int8: static INT8 (weights and activations). fp16: float16 weights and compute. int4 / int3 / int2 /
+    # ternary / binary: low-bit weights (weight-only unless trained with quantization_aware). mixed: a
+    # bit-width per layer (see `mixed`).
+    type: Literal["fp32", "fp16", "int8", "int4", "int3", "int2", "ternary", "binary", "mixed"] = "int8"
     strategy: Literal["post_training", "quantization_aware", "dynamic"] = "post_training"
     calibration_samples: PositiveCount = 100
     per_channel: StrictBool = True
-    observer: Literal["minmax", "percentile"] = "minmax"
+    weight_symmetric: StrictBool = True
+    group_size: Annotated[StrictInt, Ge(2)] | None = None  # weights sharing a scale; default 32 below 8 bits
+    observer: Literal["minmax", "moving_average", "percentile", "mse", "entropy"] = "minmax"
     percentile: Annotated[Number, Gt(50), Le(100)] = 99.99
     activation_dtype: Literal["uint8", "int8"] = "uint8"
     fold_batchnorm: StrictBool = True
     # 7-bit weights: "auto" uses them exactly when the artifact's runtime would saturate 8-bit ones
     # (ONNX Runtime on x86 without VNNI); true/false force the choice.
     reduce_range: Literal["auto"] | StrictBool = "auto"
+    equalization: StrictBool = False  # cross-layer equalization before quantizing (Q8)
+    # keep: pairs joined by ReLU6 are left alone (exact); replace: ReLU6 → ReLU so they can be equalized
+    equalization_relu6: Literal["keep", "replace"] = "keep"
+    bias_correction: StrictBool = False  # correct the bias shift that weight rounding causes (Q8)
+    adaround: StrictBool = False  # learn each weight's rounding direction on calibration data (Q8)
+    adaround_iterations: PositiveCount = 1000
+    qat: QatParams = QatParams()
+    mixed: MixedParams = MixedParams()
     ignore: tuple[LayerPattern, ...] = ()
 
 
