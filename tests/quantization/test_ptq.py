@@ -2,11 +2,12 @@ import copy
 
 import pytest
 import torch
-from edgecompress.testing.numeric import sqnr
 from torch import nn
 
 from edgecompress.errors import DataError
 from edgecompress.quantization import ActivationQuantizer, QuantConfig, QuantizedLayer, quantize
+from edgecompress.testing.numeric import sqnr
+from edgecompress.testing.tiny_models import TinyConv1d
 
 
 class ResidualNet(nn.Module):
@@ -91,3 +92,21 @@ def test_calibration_accepts_labelled_batches(net):
     batches = [(torch.randn(16, 3, 8, 8), torch.zeros(16, dtype=torch.long)) for _ in range(3)]
     q = quantize(net, QuantConfig(), calibration=batches)
     assert q(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_a_pruned_filter_keeps_its_bias():
+    """An all-zero filter gets the layer's largest scale, not the tiny one its empty range implies: with that,
+    input scale × weight scale would be so small that the filter's bias saturated int32."""
+    torch.manual_seed(0)
+    model = TinyConv1d().eval()
+    with torch.no_grad():
+        model.conv2.weight[3].zero_()
+        model.bn2.bias[3] = 2.0
+    x = torch.randn(64, 1, 16)
+    gm = quantize(model, QuantConfig(), calibration=x)
+    layer = gm.conv2
+    assert layer.weight_scale[3] == layer.weight_scale.max()
+    bias = layer.bias_int[3].double() * layer.bias_scale[3].double()
+    bn = model.bn2
+    folded = (model.conv2.bias[3] - bn.running_mean[3]) * bn.weight[3] / torch.sqrt(bn.running_var[3] + bn.eps)
+    assert abs(float(bias) - float(folded + bn.bias[3])) < 1e-3  # int32 saturated before the fix: 0.19 for 2.1

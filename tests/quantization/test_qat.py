@@ -260,6 +260,7 @@ def test_gamma_zero_channel_stays_finite_with_batch_statistics():
 @pytest.mark.parametrize("qat_kwargs,scheme", [
     (dict(bits=4), "int4"),
     (dict(weight_format="binary"), "binary"),
+    (dict(weight_format="ternary"), "ternary"),  # INT2 weights widened to INT4 where ORT fuses QLinearConv
     (dict(bits=8, reduce_range=True), "int8"),
 ])
 def test_finalized_model_exports_to_onnx_with_parity(tmp_path, qat_kwargs, scheme):

@@ -148,12 +148,37 @@ def pack_low_bit(proto: onnx.ModelProto) -> None:
     _drop_zero_low_bit_zero_points(graph)
     _half_precision_scales(graph)
     _pack_binary(graph)
+    _widen_two_bit_for_integer_conv(graph)
     _drop_unused_initializers(graph)
     if any(i.data_type in _TWO_BIT for i in graph.initializer):
         for opset in proto.opset_import:
             if opset.domain in ("", "ai.onnx") and opset.version < _TWO_BIT_OPSET:
                 opset.version = _TWO_BIT_OPSET
         proto.ir_version = max(proto.ir_version, helper.find_min_ir_version_for(list(proto.opset_import)))
+
+
+def _widen_two_bit_for_integer_conv(graph: onnx.GraphProto) -> None:
+    """ONNX Runtime 1.32 fuses DequantizeLinear(weight) → Conv into QLinearConv whenever the Conv's input is
+    quantized too, and QLinearConv rejects INT2 weights (the model then fails to load). Such weights are
+    stored in INT4 instead: the same values, twice the bytes."""
+    producers = {out: node for node in graph.node for out in node.output}
+    initializers = {i.name: i for i in graph.initializer}
+    users = _consumers(graph)
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in initializers:
+            continue
+        weight = initializers[node.input[0]]
+        if weight.data_type not in _TWO_BIT:
+            continue
+        convs = [u for u in users.get(node.output[0], []) if u.op_type == "Conv"]
+        if not any(getattr(producers.get(c.input[0]), "op_type", None) == "DequantizeLinear" for c in convs):
+            continue
+        wide = onnx.TensorProto.INT4 if weight.data_type == onnx.TensorProto.INT2 else onnx.TensorProto.UINT4
+        for name in node.input[0:3:2]:  # the weight and its zero point, if any
+            if name in initializers and initializers[name].data_type in _TWO_BIT:
+                values = numpy_helper.to_array(initializers[name]).astype(np.int8)
+                _replace_initializer(graph, name, helper.make_tensor(name, wide, values.shape,
+                                                                     values.flatten().tolist()))
 
 
 def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:

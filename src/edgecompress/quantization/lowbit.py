@@ -134,6 +134,13 @@ def fit_qparams(weight: torch.Tensor, fmt: IntFormat, *, symmetric: bool = True,
         scales.append(scale)
         zps.append(zp)
     scale, zp = torch.cat(scales), torch.cat(zps)
+    # An all-zero row (a pruned filter) fits any scale. The tiny one its range implies would make the int32
+    # bias's scale (input scale × weight scale) so small that the row's bias saturates int32, so such rows
+    # share the layer's largest scale instead.
+    empty = (rows == 0).all(dim=1) if rows.numel() else torch.zeros(0, dtype=torch.bool)
+    if empty.any():
+        fill = scale[~empty].max() if (~empty).any() else torch.tensor(1.0)
+        scale = torch.where(empty, fill.to(scale.dtype), scale)
     if search:
         scale = to_half_precision(scale)
     if group_size is None:
