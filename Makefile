@@ -26,7 +26,9 @@ test-all: setup
 	$(PY) -m pytest -q
 
 bench: setup
+	$(PY) -m pip install --quiet -e ".[dev,tflite,bench]" -c constraints.txt
 	$(PY) benchmarks/run.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/quantization.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -18,8 +18,10 @@ from .observers import (
 )
 from .ptq import calibrate, layer_summary, quantize
 from .qat import QATConfig, QuantizationAwareTraining
+from .weight_only import QuantizedEmbedding, quantize_weights
 
-__all__ = ["equalize", "EqualizationReport", "correct_bias", "adaround", "AdaRoundSettings",
+__all__ = ["quantize_weights", "QuantizedEmbedding",
+           "equalize", "EqualizationReport", "correct_bias", "adaround", "AdaRoundSettings",
            "QuantConfig", "DynamicConfig", "quantize_dynamic", "QATConfig", "QuantizationAwareTraining",
            "fold_batchnorm", "fold_bn_into", "prepare", "convert", "calibrate", "quantize",
            "layer_summary", "ActivationQuantizer", "QuantizedLayer", "MinMaxObserver", "PercentileObserver",
