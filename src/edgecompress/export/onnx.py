@@ -4,6 +4,7 @@ DequantizeLinear with the integers and scales of the quantized representation.""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import os
@@ -51,6 +52,17 @@ def _translation_table() -> dict:
     return {ops.fake_quantize._opoverload: fake_quantize, ops.dequantize._opoverload: dequantize,
             **dynamic_translations(),
             ops.dequantize_weight._opoverload: dequantize_weight}
+
+
+def _batch_dynamic(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> tuple:
+    """Dimension 0 of every input is the batch. A ``forward(*inputs)`` signature takes one entry holding
+    them all (torch.export matches dynamic_shapes to parameters, not to values)."""
+    batch = torch.export.Dim("batch")
+    shapes = tuple({0: batch} for _ in example_inputs)
+    parameters = inspect.signature(model.forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        return (shapes,)
+    return shapes
 
 
 @contextlib.contextmanager
@@ -109,7 +121,7 @@ class OnnxExporter(Exporter):
                     program = torch.onnx.export(
                         model, batch_of_two(example_inputs), dynamo=True, opset_version=OPSET,
                         external_data=False, input_names=["input"], output_names=["output"],
-                        dynamic_shapes=tuple({0: torch.export.Dim("batch")} for _ in example_inputs),
+                        dynamic_shapes=_batch_dynamic(model, example_inputs),
                         custom_translation_table=_translation_table(), verbose=False)
                 program.save(str(raw), external_data=False)
             except Exception as e:  # the exporter raises many types; report one

@@ -16,5 +16,6 @@ class HalfPrecision(nn.Module):
         super().__init__()
         self.model = copy.deepcopy(model).half().eval()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # one input, like every model the exporters take
-        return self.model(x.half()).float()
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        # Float inputs become float16; integer inputs (token ids, masks) pass unchanged.
+        return self.model(*(x.half() if x.is_floating_point() else x for x in inputs)).float()
