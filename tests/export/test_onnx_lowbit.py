@@ -12,7 +12,7 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from edgecompress.export import get_exporter
-from edgecompress.export.onnx_compact import pack_low_bit, storage_type
+from edgecompress.export.onnx_lowbit import pack_low_bit, storage_type
 from edgecompress.quantization import QuantConfig, QuantizedLayer, quantize
 
 

@@ -20,8 +20,9 @@ from ..errors import ExportError
 from ..fileio import atomic_path
 from ..measure import environment
 from .base import Artifact, Exporter, Runner, batch_of_two, for_scheme
-from .onnx_compact import compact, storage_type
+from .onnx_compact import compact
 from .onnx_dynamic import dynamic_translations
+from .onnx_lowbit import storage_type
 
 OPSET = 21  # int4 and blocked DequantizeLinear need opset 21; ONNX Runtime ≥ 1.20 runs it
 
@@ -40,7 +41,7 @@ def _translation_table() -> dict:
 
     def dequantize_weight(q, scale, zero_point, block_size: int, quant_min: int, quant_max: int):
         # Cast to the narrowest ONNX integer type holding [quant_min, quant_max]; the exporter's constant
-        # folding (or onnx_compact.pack_low_bit for large tensors) turns Cast(initializer) into a packed
+        # folding (or onnx_lowbit.pack_low_bit for large tensors) turns Cast(initializer) into a packed
         # INT4 / INT2 initializer. 3-bit weights travel in int4 containers, 5–7-bit ones in int8.
         to = storage_type(quant_min, quant_max)
         if to not in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
