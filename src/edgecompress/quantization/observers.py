@@ -94,7 +94,7 @@ class PercentileObserver(Observer):
         return lo, hi
 
 
-class MovingAverageMinMaxObserver(Observer):
+class MovingAverageMinMaxObserver(MinMaxObserver):
     """An exponential moving average of each batch's min and max (the first batch initialises): a single
     extreme batch moves the range by only ``averaging_constant`` of its excess."""
 
@@ -103,23 +103,15 @@ class MovingAverageMinMaxObserver(Observer):
         if not 0.0 < averaging_constant <= 1.0:
             raise UnsupportedError(f"averaging_constant must be in (0, 1], got {averaging_constant}")
         self.averaging_constant = averaging_constant
-        self.lo: torch.Tensor | None = None
-        self.hi: torch.Tensor | None = None
 
     def update(self, x: torch.Tensor) -> None:
         if x.numel() == 0:
             return
-        lo, hi = x.min(), x.max()
         if self.lo is None or self.hi is None:
-            self.lo, self.hi = lo, hi
+            super().update(x)
             return
-        self.lo = self.lo + self.averaging_constant * (lo - self.lo)
-        self.hi = self.hi + self.averaging_constant * (hi - self.hi)
-
-    def range(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.lo is None or self.hi is None:
-            raise DataError("an activation was never observed: calibration data did not reach this layer")
-        return self.lo, self.hi
+        self.lo = self.lo + self.averaging_constant * (x.min() - self.lo)
+        self.hi = self.hi + self.averaging_constant * (x.max() - self.hi)
 
 
 class _HistogramObserver(Observer):
