@@ -21,7 +21,7 @@ from edgecompress.quantization.observers import (
 )
 from edgecompress.quantization.qparams import INT8, UINT8, affine_qparams
 from edgecompress.testing.numeric import sqnr
-from edgecompress.testing.tiny_models import TinyConv1d
+from edgecompress.testing.tiny_models import TinyConv1d, with_batchnorm_statistics
 
 
 def _observe(kind, x, fmt=UINT8, batches=10):
@@ -181,12 +181,7 @@ def test_make_observer_kinds_formats_and_errors():
 
 def _tiny_conv1d():
     torch.manual_seed(0)
-    model = TinyConv1d().eval()
-    for bn in (model.bn1, model.bn2):
-        with torch.no_grad():
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
-    return model
+    return with_batchnorm_statistics(TinyConv1d().eval())
 
 
 # Least SQNR (dB) of the quantized TinyConv1d against float on its calibration inputs; measured: minmax 38.0,

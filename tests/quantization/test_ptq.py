@@ -7,7 +7,7 @@ from torch import nn
 from edgecompress.errors import DataError
 from edgecompress.quantization import ActivationQuantizer, QuantConfig, QuantizedLayer, quantize
 from edgecompress.testing.numeric import sqnr
-from edgecompress.testing.tiny_models import TinyConv1d
+from edgecompress.testing.tiny_models import TinyConv1d, with_batchnorm_statistics
 
 
 class ResidualNet(nn.Module):
@@ -30,12 +30,7 @@ class ResidualNet(nn.Module):
 @pytest.fixture
 def net():
     torch.manual_seed(0)
-    model = ResidualNet().eval()
-    for bn in (model.bn1, model.bn2):
-        with torch.no_grad():
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2)
-    return model
+    return with_batchnorm_statistics(ResidualNet().eval())
 
 
 def test_int8_ptq_is_close_to_float_and_stores_integers(net):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError, RecipeError
-from ..layers import matches
+from ..layers import weight_layers
 from .config import QuantConfig
 from .ptq import quantize
 
@@ -58,8 +58,7 @@ def layer_weight_bytes(layer: nn.Module, bits: int, group_size: int | None) -> i
 
 
 def quantizable_layers(model: nn.Module, ignore: tuple[str, ...] = ()) -> dict[str, nn.Module]:
-    return {name: m for name, m in model.named_modules()
-            if isinstance(m, _QUANTIZABLE) and not matches(name, ignore)}
+    return dict(weight_layers(model, ignore, _QUANTIZABLE))
 
 
 def _damage(reference: torch.Tensor, output: torch.Tensor, labels: torch.Tensor | None, metric: str) -> float:

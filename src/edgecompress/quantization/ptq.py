@@ -20,7 +20,7 @@ from .modules import ActivationQuantizer, QuantizedLayer
 CalibrationData = torch.Tensor | Iterable[torch.Tensor] | Iterable[tuple[torch.Tensor, ...]]
 
 
-def _calibration_batches(calibration: CalibrationData, batch_size: int = 32) -> list[torch.Tensor]:
+def calibration_batches(calibration: CalibrationData, batch_size: int = 32) -> list[torch.Tensor]:
     if calibration is None:
         raise DataError("post-training static quantization needs calibration data (representative inputs); "
                         "none was given, and edgecompress does not quantize uncalibrated")
@@ -50,7 +50,7 @@ def quantize(model: nn.Module, config: QuantConfig | None = None, *, calibration
     """Static INT8 quantization of ``model`` (left untouched) calibrated on ``calibration`` inputs.
     Returns the quantized representation, runnable in PyTorch and exportable."""
     config = config or QuantConfig()
-    batches = _calibration_batches(calibration)
+    batches = calibration_batches(calibration)
     example_inputs = example_inputs or (batches[0][:1],)
     source = model
     if config.equalization:

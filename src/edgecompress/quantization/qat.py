@@ -36,7 +36,7 @@ from .graph import convert, prepare, trace
 from .lowbit import quantize_weight
 from .lsq import LsqQuantizer, fake_quantize_bias
 from .modules import ActivationQuantizer, QuantizedLayer
-from .ptq import CalibrationData, _calibration_batches, calibrate
+from .ptq import CalibrationData, calibrate, calibration_batches
 
 WEIGHT_FORMATS = ("int", "binary", "ternary")
 INT_BITS = (2, 3, 4, 8)
@@ -184,7 +184,7 @@ class QuantizationAwareTraining:
             raise RecipeError(f"freeze_bn_after={freeze} epochs needs steps_per_epoch (the optimizer steps of one "
                               "epoch) to know when that is; none was given")
         self.steps_per_epoch, self.steps, self.finalized = steps_per_epoch, 0, False
-        batches = _calibration_batches(calibration)
+        batches = calibration_batches(calibration)
         example_inputs = example_inputs or (batches[0][:1],)
         gm = prepare(model, self.config.quant_config(), example_inputs)
         calibrate(gm, batches, progress)

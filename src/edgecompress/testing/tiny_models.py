@@ -74,3 +74,14 @@ class TinyMLP(nn.Module):
 
     def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
         return (torch.randn(batch_size, 20),)
+
+
+def with_batchnorm_statistics(model: nn.Module) -> nn.Module:
+    """Random running statistics (mean in ±0.5, variance in 0.5–2) on every batch norm, so that folding
+    batch norm into the conv before it is not the identity. Changes ``model`` in place and returns it."""
+    with torch.no_grad():
+        for bn in model.modules():
+            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                bn.running_mean.uniform_(-0.5, 0.5)
+                bn.running_var.uniform_(0.5, 2.0)
+    return model
