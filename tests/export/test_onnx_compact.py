@@ -85,3 +85,50 @@ def test_bias_scale_is_replaced_only_when_it_equals_the_product_bit_for_bit():
     kept = compact(_bias_graph(off))
     assert "bs" in {i.name for i in kept.graph.initializer}
     assert "Mul" not in {n.op_type for n in kept.graph.node}
+
+
+def _wide_graph(bias: np.ndarray, w_scale: np.ndarray) -> onnx.ModelProto:
+    channels = bias.size
+    inits = [
+        numpy_helper.from_array(np.array(0.1, np.float32), "xs"), numpy_helper.from_array(np.array(0, np.uint8), "xz"),
+        numpy_helper.from_array(np.ones((channels, 1, 1), np.int8), "w"), numpy_helper.from_array(w_scale, "ws"),
+        numpy_helper.from_array(np.zeros(channels, np.int8), "wz"), numpy_helper.from_array(bias, "b"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["input", "xs", "xz"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0),
+        helper.make_node("Mul", ["xs", "ws"], ["bs"]),
+        helper.make_node("DequantizeLinear", ["b", "bs"], ["bd"], axis=0),
+        helper.make_node("Conv", ["xd", "wd", "bd"], ["y"]),
+        helper.make_node("QuantizeLinear", ["y", "xs", "xz"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "xs", "xz"], ["output"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 1, 4])],
+                              [helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [1, channels, 4])],
+                              inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
+@pytest.mark.parametrize(("bias_max", "bias_type"), [(100, onnx.TensorProto.INT8), (30000, onnx.TensorProto.INT16),
+                                                     (40000, onnx.TensorProto.INT32)])
+def test_biases_and_scales_are_stored_narrower_only_when_exact(tmp_path, bias_max, bias_type):
+    rng = np.random.default_rng(0)
+    bias = rng.integers(-bias_max, bias_max + 1, size=64).astype(np.int32)
+    bias[0] = bias_max
+    for w_scale, half in ((rng.random(64).astype(np.float16).astype(np.float32), True),
+                          (rng.random(64).astype(np.float32), False)):
+        plain, small = _wide_graph(bias, w_scale), compact(_wide_graph(bias, w_scale))
+        onnx.checker.check_model(small, full_check=True)
+        stored = {i.name.split("_")[0]: i.data_type for i in small.graph.initializer}
+        assert stored["b"] == bias_type
+        assert stored["ws"] == (onnx.TensorProto.FLOAT16 if half else onnx.TensorProto.FLOAT)
+        assert small.ByteSize() < plain.ByteSize() or (bias_type == onnx.TensorProto.INT32 and not half)
+        paths = []
+        for name, proto in (("plain", plain), ("small", small)):
+            paths.append(tmp_path / f"{name}.onnx")
+            onnx.save(proto, str(paths[-1]))
+        (s_plain, _), (s_small, ops) = (_fused_ops(p, tmp_path) for p in paths)
+        assert ops["QLinearConv"] == 1  # ONNX Runtime folds the Casts before fusing
+        x = rng.standard_normal((1, 1, 4)).astype(np.float32)
+        np.testing.assert_array_equal(s_small.run(None, {"input": x})[0], s_plain.run(None, {"input": x})[0])

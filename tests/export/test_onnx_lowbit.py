@@ -12,7 +12,8 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from edgecompress.export import get_exporter
-from edgecompress.export.onnx_lowbit import pack_low_bit, storage_type
+from edgecompress.export.onnx_compact import compact
+from edgecompress.export.onnx_lowbit import storage_type
 from edgecompress.quantization import QuantConfig, QuantizedLayer, quantize
 
 
@@ -82,8 +83,12 @@ def test_low_bit_weights_are_packed_and_run_with_parity(tmp_path, case):
         assert f"{layer}.weight" not in inits  # no float copy
         if case != "binary":
             assert f"{layer}.weight_zero_point" not in inits  # symmetric: zero points are the default 0
-        scale = inits[f"{layer}.weight_scale_f16"]  # group scales stored in float16 (exactly)
-        assert scale.data_type == onnx.TensorProto.FLOAT16
+        # group scales are float16 numbers, stored in float16 unless the Cast back costs more than it saves
+        # (the head's 20 scales)
+        half = inits.get(f"{layer}.weight_scale_f16")
+        assert (half is not None) is (layer != "head")
+        scale = numpy_helper.to_array(half if half is not None else inits[f"{layer}.weight_scale"])
+        np.testing.assert_array_equal(scale.astype(np.float16).astype(np.float32), scale.astype(np.float32))
     if case in ("int4", "int2"):
         # ONNX Runtime fuses DequantizeLinear(blocked int4/int2) → MatMul into MatMulNBits; not the 2-bit head
         # (10 outputs), whose rows do not start on a byte, which ONNX Runtime 1.32's fusion gets wrong
@@ -138,12 +143,11 @@ def _run(proto, x):
 
 def test_packing_pass_folds_casts_and_halves_scales_only_when_exact():
     rng = np.random.default_rng(0)
-    codes = rng.integers(-8, 8, size=(6, 4, 8)).astype(np.int8)
+    codes = rng.integers(-8, 8, size=(48, 4, 8)).astype(np.int8)
     x = rng.standard_normal((1, 4, 8)).astype(np.float32)
-    for scale, half in ((np.full((6, 2), 0.375, np.float32), True), (rng.random((6, 2)).astype(np.float32), False)):
+    for scale, half in ((np.full((48, 2), 0.375, np.float32), True), (rng.random((48, 2)).astype(np.float32), False)):
         plain = _cast_graph(scale, codes)
-        packed = _cast_graph(scale, codes)
-        pack_low_bit(packed)
+        packed = compact(_cast_graph(scale, codes))
         onnx.checker.check_model(packed, full_check=True)
         inits = {i.name: i for i in packed.graph.initializer}
         assert inits["conv.weight_int"].data_type == onnx.TensorProto.INT4

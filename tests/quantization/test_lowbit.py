@@ -6,7 +6,7 @@ from torch import nn
 
 from edgecompress.errors import DataError, UnsupportedError
 from edgecompress.quantization import ActivationQuantizer, QuantConfig, QuantizedLayer, ops, quantize
-from edgecompress.quantization.lowbit import expand_groups, fit_qparams, quantize_weight
+from edgecompress.quantization.lowbit import expand_groups, fit_qparams, quantize_weight, to_half_precision
 from edgecompress.quantization.qparams import (
     BINARY,
     INT8_WEIGHT,
@@ -132,18 +132,25 @@ def test_exact_on_the_grid():
     torch.testing.assert_close(layer.dequantized_weight(), lin.weight.detach(), rtol=0, atol=0)
 
 
-def test_8_bit_weights_are_bit_identical_to_the_int8_scheme():
+def test_8_bit_weights_are_the_absmax_scheme_with_scales_rounded_up_to_float16():
+    """absmax / qmax scales, raised to the next float16 number (at most 2^-10 larger, so the file can store
+    them in float16): no weight is clipped, every weight within half a step."""
     lin = _heavy_tailed_linear()
     for reduce_range, per_channel in ((False, True), (True, True), (False, False)):
         fmt = INT8_WEIGHT_REDUCED if reduce_range else INT8_WEIGHT
         absmax = lin.weight.detach().abs().amax(1)
         if not per_channel:
             absmax = absmax.max().expand(64).clone()
-        scale, zp = symmetric_qparams(absmax, fmt)
+        exact, zp = symmetric_qparams(absmax, fmt)
+        scale = to_half_precision(exact, round_up=True)
+        assert (scale >= exact).all() and (scale <= exact * (1 + 2**-10)).all()
+        assert torch.equal(scale.half().float(), scale)
         q = ops.quantize_per_channel(lin.weight.detach(), scale, zp, 0, fmt.qmin, fmt.qmax, fmt.dtype)
         layer = QuantizedLayer(lin, reduce_range=reduce_range, per_channel=per_channel)
         assert torch.equal(layer.weight_scale, scale) and torch.equal(layer.weight_int, q)
         assert torch.equal(layer.weight_zero_point, zp)
+        error = (q.float() * scale[:, None] - lin.weight.detach()).abs()
+        assert (error <= scale[:, None] / 2 * (1 + 1e-6)).all()
 
 
 def test_conv_groups_run_along_flattened_input_channels_and_kernel():

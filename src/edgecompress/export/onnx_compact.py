@@ -1,8 +1,9 @@
 """Exact size reductions of an exported ONNX graph.
 
 On small edge models the graph's bookkeeping is a visible share of the file: per-node names and default
-attributes, long generated value names, and a float32 bias scale per output channel that merely repeats
-input_scale × weight_scale. Every rewrite here leaves the computed values bit-identical and keeps the
+attributes, long generated value names, a float32 bias scale per output channel that merely repeats
+input_scale × weight_scale, and per-channel constants stored wider than their values need (float16-valued
+scales in float32, int16-sized biases in int32). Every rewrite here leaves the computed values bit-identical and keeps the
 Q/DQ patterns ONNX Runtime fuses into QLinearConv / QGemm (checked in the tests).
 """
 
@@ -12,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .onnx_graph import drop_unused_initializers
+from .onnx_graph import drop_unused_initializers, replace_initializer
 from .onnx_lowbit import pack_low_bit
 
 # ONNX opset-21 defaults of the attributes the exporter writes out explicitly.
@@ -29,6 +30,7 @@ def compact(proto: onnx.ModelProto) -> onnx.ModelProto:
     _bias_scale_from_product(graph)
     _drop_zero_int32_zero_points(graph)
     drop_unused_initializers(graph)
+    _narrow_constants(graph)
     _short_value_names(graph)
     for node in graph.node:
         node.name = ""  # optional in ONNX; runtimes name nodes themselves
@@ -94,6 +96,41 @@ def _drop_zero_int32_zero_points(graph: onnx.GraphProto) -> None:
             del node.input[2]
 
 
+
+
+# Narrower storage tried for a DequantizeLinear's constant inputs, narrowest first, by the type the graph uses.
+_NARROWER = {
+    onnx.TensorProto.FLOAT: ((np.float16, "f16"),),
+    onnx.TensorProto.INT32: ((np.int8, "i8"), (np.int16, "i16")),
+}
+
+
+def _narrow_constants(graph: onnx.GraphProto) -> None:
+    """Store a DequantizeLinear's constant vector (weight scales, int32 biases) in the narrowest type that holds
+    every value exactly and cast it back in the graph; ONNX Runtime folds the Cast at load, before its Q/DQ
+    fusion, so kernels see the same float32 / int32 values. quantization.lowbit rounds weight scales to
+    float16 numbers for this. Rewritten only where the Cast node costs fewer bytes than it saves."""
+    initializers = {i.name: i for i in graph.initializer}
+    new_nodes = []
+    for name in dict.fromkeys(n for node in graph.node if node.op_type == "DequantizeLinear" for n in node.input[:2]):
+        init = initializers.get(name)
+        if init is None or init.data_type not in _NARROWER or len(init.dims) == 0:
+            continue
+        values = numpy_helper.to_array(init)
+        for dtype, suffix in _NARROWER[init.data_type]:
+            narrow = values.astype(dtype)
+            if not np.array_equal(narrow.astype(values.dtype), values):
+                continue
+            tensor = numpy_helper.from_array(narrow, f"{name}_{suffix}")
+            cast = helper.make_node("Cast", [tensor.name], [name], to=init.data_type)
+            if tensor.ByteSize() + cast.ByteSize() < init.ByteSize():
+                replace_initializer(graph, name, tensor)
+                new_nodes.append(cast)
+            break
+    if new_nodes:
+        nodes = new_nodes + list(graph.node)  # Casts of initializers: first is topologically sound
+        del graph.node[:]
+        graph.node.extend(nodes)
 
 
 def _short_value_names(graph: onnx.GraphProto) -> None:

@@ -1,6 +1,5 @@
 """Packed storage of low-bit weights in ONNX: INT4 / INT2 initializers with blocked DequantizeLinear, binary
-weights one bit each with an in-graph unpack, Linear weights laid out for ONNX Runtime's MatMulNBits, float16
-scales where exact. Every rewrite keeps each weight's integer value and each scale's float32 value."""
+weights one bit each with an in-graph unpack, Linear weights laid out for ONNX Runtime's MatMulNBits. Every rewrite keeps each weight's integer value and each scale's float32 value."""
 
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ def storage_type(qmin: int, qmax: int) -> int:
 def pack_low_bit(proto: onnx.ModelProto) -> None:
     """Store low-bit weights packed: fold Cast/Reshape chains on initializers into INT4/INT2 initializers (the
     exporter folds only small tensors) named after their layer, store Linear weights as [in, out] for
-    MatMul, drop zero zero points, store scales in float16 where that is exact, store binary {-1, +1} weights
+    MatMul, drop zero zero points, store binary {-1, +1} weights
     one bit each with an in-graph unpack, and raise the opset to 25 when INT2 remains. Exact: every weight
     keeps its integer value and every scale its float32 value."""
     graph = proto.graph
@@ -37,7 +36,6 @@ def pack_low_bit(proto: onnx.ModelProto) -> None:
     _name_low_bit_weights(graph)
     _matmul_layout(graph)
     _drop_zero_low_bit_zero_points(graph)
-    _half_precision_scales(graph)
     _pack_binary(graph)
     _widen_two_bit_for_integer_conv(graph)
     drop_unused_initializers(graph)
@@ -147,31 +145,6 @@ def _drop_zero_low_bit_zero_points(graph: onnx.GraphProto) -> None:
         if len(dq.input) > 2 and dq.input[2] in inits:
             if not np.any(numpy_helper.to_array(inits[dq.input[2]]).astype(np.int8)):
                 del dq.input[2]
-
-
-def _half_precision_scales(graph: onnx.GraphProto) -> None:
-    """A float32 scale tensor of low-bit weights whose every value is a float16 number is stored as float16
-    and cast back in the graph (ONNX Runtime folds the Cast at load, before its MatMulNBits fusion): half
-    the bytes of the scales, which cost a quarter of the int4 bytes at group size 32. quantization.lowbit
-    rounds low-bit scales to float16 for this."""
-    inits = {i.name: i for i in graph.initializer}
-    users = consumers(graph)
-    new_nodes = []
-    for dq in _low_bit_dequantizers(graph):
-        scale = inits.get(dq.input[1])
-        if scale is None or scale.data_type != onnx.TensorProto.FLOAT or len(users[scale.name]) != 1:
-            continue
-        values = numpy_helper.to_array(scale)
-        half = values.astype(np.float16)
-        if not np.array_equal(half.astype(np.float32), values):
-            continue
-        name = scale.name
-        replace_initializer(graph, name, numpy_helper.from_array(half, f"{name}_f16"))
-        new_nodes.append(helper.make_node("Cast", [f"{name}_f16"], [name], to=onnx.TensorProto.FLOAT))
-    if new_nodes:
-        nodes = new_nodes + list(graph.node)
-        del graph.node[:]
-        graph.node.extend(nodes)
 
 
 def _attr(node: onnx.NodeProto, name: str, default):

@@ -8,8 +8,9 @@ layout of ONNX's blocked DequantizeLinear and of ONNX Runtime's MatMulNBits. Sca
 Below 8 bits the scale of each channel or group is fitted to minimise the squared rounding error (a grid of
 clipping ratios, then least-squares refinement of the scale for the chosen codes): with few levels, clipping
 the largest weights is much better than covering them. Binary weights use the closed-form
-optimum, mean |w| (XNOR-Net). Low-bit scales are then rounded to float16 numbers (see to_half_precision).
-8-bit weights keep plain absmax / min-max scales, exactly as before.
+optimum, mean |w| (XNOR-Net). 8-bit weights keep plain absmax / min-max scales. Every scale is then made a
+float16 number (see to_half_precision): to the nearest one after a search, to the next larger one for absmax
+scales so that no weight is clipped.
 """
 
 from __future__ import annotations
@@ -141,8 +142,7 @@ def fit_qparams(weight: torch.Tensor, fmt: IntFormat, *, symmetric: bool = True,
     if empty.any():
         fill = scale[~empty].max() if (~empty).any() else torch.tensor(1.0)
         scale = torch.where(empty, fill.to(scale.dtype), scale)
-    if search:
-        scale = to_half_precision(scale)
+    scale = to_half_precision(scale, round_up=not search)
     if group_size is None:
         scale, zp = scale.expand(out).clone(), zp.expand(out).clone()
     else:
@@ -150,11 +150,16 @@ def fit_qparams(weight: torch.Tensor, fmt: IntFormat, *, symmetric: bool = True,
     return scale.float(), zp.to(fmt.dtype)
 
 
-def to_half_precision(scale: torch.Tensor) -> torch.Tensor:
-    """Scales rounded to the nearest float16 number where that is a normal float16 (relative change below
-    2^-11): low-bit layers have one scale per 16–128 weights, so float16 scales halve a visible share of the
-    file, and the exporter stores them as float16 only when that is exact."""
-    half = scale.half().float()
+def to_half_precision(scale: torch.Tensor, *, round_up: bool = False) -> torch.Tensor:
+    """Scales rounded to a float16 number (the nearest, or the next larger with ``round_up``) where that is a
+    normal float16 (relative change below 2^-10). The exporter stores float16-valued scales in float16, which
+    halves a visible share of the file: low-bit layers have a scale per 16–128 weights, and 1-D depthwise
+    8-bit layers one per 3 weights."""
+    half = scale.half()
+    if round_up:
+        below = half.float() < scale
+        half = torch.where(below, torch.nextafter(half, torch.full_like(half, float("inf"))), half)
+    half = half.float()
     normal = (scale.abs() >= _HALF_TINY) & torch.isfinite(half)
     return torch.where(normal, half, scale)
 
