@@ -77,7 +77,7 @@ def equalize(model: nn.Module, example_inputs: tuple[torch.Tensor, ...] | None =
     if iterations < 1:
         raise UnsupportedError(f"iterations must be >= 1, got {iterations}")
     model = copy.deepcopy(model).eval()
-    gm = trace(model, tuple(ignore))
+    gm = trace(model, tuple(ignore), example_inputs)
     if example_inputs is not None:
         ShapeProp(gm).propagate(*example_inputs)
     if fold_bn:

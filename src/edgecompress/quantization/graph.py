@@ -23,6 +23,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import UnsupportedError
 from ..layers import matches, set_submodule
+from ..lifting import lift_layers
 from .config import QuantConfig
 from .fold import fold_batchnorm
 from .modules import ActivationQuantizer, QuantizedLayer
@@ -65,16 +66,38 @@ class _Tracer(fx.Tracer):
         return super().is_leaf_module(m, module_qualified_name)
 
 
-def trace(model: nn.Module, ignore: tuple[str, ...] = ()) -> fx.GraphModule:
+def trace(model: nn.Module, ignore: tuple[str, ...] = (),
+          example_inputs: tuple[torch.Tensor, ...] | None = None) -> fx.GraphModule:
+    """The model as an fx graph: torch.fx's symbolic trace, or, where that fails (Hugging Face models, Python
+    control flow on shapes), torch.export's graph on ``example_inputs`` with its layer calls lifted back into
+    modules of the original names (batch size kept dynamic)."""
     try:
         tracer = _Tracer(ignore)
-        graph = tracer.trace(model)
+        graph = tracer.trace(model)  # sets tracer.root
+        return fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as e:  # tracing errors come in many types; all mean the same thing to the user
+        fx_error = f"{type(e).__name__}: {e}"
+    if example_inputs is None:
+        raise UnsupportedError(f"torch.fx could not trace {type(model).__name__} ({fx_error}), and without example "
+                               "inputs torch.export cannot be tried; pass example_inputs")
+    try:
+        program = export_program(model, example_inputs)
+    except Exception as e:
         raise UnsupportedError(
-            f"torch.fx could not trace {type(model).__name__} ({type(e).__name__}: {e}). Quantization needs a "
-            "forward without data-dependent control flow; list untraceable submodules under `ignore:` to keep "
-            "them in float") from None
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+            f"neither torch.fx ({fx_error}) nor torch.export ({type(e).__name__}: {str(e).splitlines()[0]}) could "
+            f"capture {type(model).__name__}. Quantization needs a forward without data-dependent control flow; "
+            "list untraceable submodules under `ignore:` to keep them in float") from None
+    lifted = lift_layers(program.module())
+    graph = _Tracer(ignore).trace(lifted)
+    return fx.GraphModule(lifted, graph, type(model).__name__)
+
+
+def export_program(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
+    """torch.export with the batch dimension dynamic when the example batch allows it (a batch of 1 is
+    specialised by torch.export, so a batch of 2 is made from it)."""
+    inputs = tuple(torch.cat([x, x]) if x.shape[0] == 1 else x for x in example_inputs)
+    batch = torch.export.Dim("batch")
+    return torch.export.export(model.eval(), inputs, dynamic_shapes=tuple({0: batch} for _ in inputs), strict=False)
 
 
 def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
@@ -116,6 +139,19 @@ def _tensor_inputs(node: fx.Node) -> list[fx.Node]:
     return [a for a in args if _is_float_tensor(a)]
 
 
+def _derived_from_float_inputs(gm: fx.GraphModule) -> set[fx.Node]:
+    """Nodes whose value depends on a float graph input: activations. Tensors computed only from integer inputs
+    (token ids, masks) or from parameters stay float where they meet arithmetic."""
+    derived: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            if _is_float_tensor(node):
+                derived.add(node)
+        elif any(a in derived for a in node.all_input_nodes):
+            derived.add(node)
+    return derived
+
+
 class _Placer:
     """Inserts ActivationQuantizer calls into the graph, one per float tensor at most."""
 
@@ -150,7 +186,11 @@ class _Placer:
 
     def run(self) -> None:
         gm = self.gm
+        from_activations = _derived_from_float_inputs(gm)
         for node in list(gm.graph.nodes):
+            if node.op == "call_function" and node.target in _ARITHMETIC_FUNCTIONS and not all(
+                    a in from_activations for a in _tensor_inputs(node)):
+                continue  # e.g. scores + attention mask: the mask (-3.4e38 where masked) has no useful int8 scale
             if _is_quantized_op(gm, node):
                 for arg in _tensor_inputs(node):
                     if arg not in self.outputs:
@@ -181,7 +221,7 @@ def _quantized_layer(mod: nn.Module, name: str, config: QuantConfig) -> Quantize
 def prepare(model: nn.Module, config: QuantConfig, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
     """A copy of ``model`` in the quantized representation, observers armed for calibration."""
     model = copy.deepcopy(model).eval()
-    gm = trace(model, config.ignore)
+    gm = trace(model, config.ignore, example_inputs)
     ShapeProp(gm).propagate(*example_inputs)
     if config.fold_batchnorm:
         fold_batchnorm(gm)

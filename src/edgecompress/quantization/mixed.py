@@ -67,12 +67,14 @@ def _damage(reference: torch.Tensor, output: torch.Tensor, labels: torch.Tensor 
     return float(torch.mean((output - reference) ** 2))
 
 
-def plan_mixed_precision(model: nn.Module, config: QuantConfig, calibration: torch.Tensor, *,
+def plan_mixed_precision(model: nn.Module, config: QuantConfig, calibration: torch.Tensor | tuple[torch.Tensor, ...],
+                         *,
                          size_budget: float, bits: tuple[int, ...] = (4, 8), metric: str = "sqnr",
                          labels: torch.Tensor | None = None, example_inputs: tuple[torch.Tensor, ...] | None = None
                          ) -> MixedPrecisionPlan:
     """Choose a bit-width per layer (from ``bits``) so that the quantized layers' weights take at most
-    ``size_budget`` × their uniform-INT8 bytes, minimising the summed per-layer damage."""
+    ``size_budget`` × their uniform-INT8 bytes, minimising the summed per-layer damage. ``calibration``: the
+    model's input tensor, or a tuple of its input tensors (e.g. token ids and attention mask)."""
     if metric not in ("sqnr", "loss"):
         raise RecipeError(f"mixed-precision metric {metric!r} is not allowed; allowed: 'sqnr', 'loss'")
     if metric == "loss" and labels is None:
@@ -86,9 +88,12 @@ def plan_mixed_precision(model: nn.Module, config: QuantConfig, calibration: tor
     group_size = config.group_size or 32
     base = dataclasses.replace(config, weight_bits=8, layer_bits=(), group_size=group_size)
     model = model.eval()
+    inputs = (calibration,) if isinstance(calibration, torch.Tensor) else tuple(calibration)
+    batches = list(zip(*(t.split(32) for t in inputs), strict=True))
+    example_inputs = example_inputs or tuple(t[:1] for t in inputs)
     with torch.no_grad():
-        reference = model(calibration)
-        at8 = quantize(model, base, calibration=calibration, example_inputs=example_inputs)(calibration)
+        reference = model(*inputs)
+        at8 = quantize(model, base, calibration=batches, example_inputs=example_inputs)(*inputs)
     base_damage = _damage(reference, at8, labels, metric)
 
     sensitivity: dict[str, dict[int, float]] = {}
@@ -102,7 +107,7 @@ def plan_mixed_precision(model: nn.Module, config: QuantConfig, calibration: tor
             cfg = (dataclasses.replace(base, ignore=(*base.ignore, name)) if b == 16
                    else dataclasses.replace(base, layer_bits=((name, b),)))
             with torch.no_grad():
-                out = quantize(model, cfg, calibration=calibration, example_inputs=example_inputs)(calibration)
+                out = quantize(model, cfg, calibration=batches, example_inputs=example_inputs)(*inputs)
             sensitivity[name][b] = _damage(reference, out, labels, metric) - base_damage
 
     sizes = {name: {b: layer_weight_bytes(m, b, group_size) for b in bits} for name, m in layers.items()}

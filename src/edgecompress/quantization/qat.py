@@ -184,11 +184,11 @@ class QuantizationAwareTraining:
             raise RecipeError(f"freeze_bn_after={freeze} epochs needs steps_per_epoch (the optimizer steps of one "
                               "epoch) to know when that is; none was given")
         self.steps_per_epoch, self.steps, self.finalized = steps_per_epoch, 0, False
-        batches = calibration_batches(calibration)
-        example_inputs = example_inputs or (batches[0][:1],)
+        batches = calibration_batches(calibration, inputs=len(example_inputs) if example_inputs else 1)
+        example_inputs = example_inputs or tuple(t[:1] for t in batches[0])
         gm = prepare(model, self.config.quant_config(), example_inputs)
         calibrate(gm, batches, progress)
-        conv_bn = _conv_bn_pairs(model, self.config.ignore)
+        conv_bn = _conv_bn_pairs(model, self.config.ignore, example_inputs)
         self._originals: dict[str, nn.Module] = {}
         for name, module in list(gm.named_modules()):
             if isinstance(module, ActivationQuantizer):
@@ -276,10 +276,11 @@ def _has_module(gm: nn.Module, name: str) -> bool:
     return True
 
 
-def _conv_bn_pairs(model: nn.Module, ignore: tuple[str, ...]) -> dict[str, str]:
+def _conv_bn_pairs(model: nn.Module, ignore: tuple[str, ...],
+                   example_inputs: tuple[torch.Tensor, ...]) -> dict[str, str]:
     """Conv name → the batch norm that directly follows it as its only user: the pairs ``fold_batchnorm``
     folds. Which of them ``prepare`` really folded is checked afterwards (the BN is gone from its graph)."""
-    gm = trace(copy.deepcopy(model), ignore)
+    gm = trace(copy.deepcopy(model), ignore, example_inputs)
     pairs = {}
     for node in gm.graph.nodes:
         if node.op != "call_module" or not node.args or not isinstance(node.args[0], fx.Node):

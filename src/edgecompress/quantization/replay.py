@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import UnsupportedError
+from .inputs import model_inputs
 from .modules import ActivationQuantizer, QuantizedLayer
 
 # (layer name, layer, its inputs in the float model, its inputs in the quantized model so far), one per batch
@@ -90,11 +91,11 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 class _Run(fx.Interpreter):
     """One batch through the float model or the quantized model so far, advanced one node at a time."""
 
-    def __init__(self, gm: fx.GraphModule, batch: torch.Tensor, quantized: bool, float_biases: dict,
+    def __init__(self, gm: fx.GraphModule, batch: tuple[torch.Tensor, ...], quantized: bool, float_biases: dict,
                  weights: dict[str, torch.Tensor]) -> None:
         super().__init__(gm)
         self.extra_traceback = False
-        self.args_iter = iter([batch])
+        self.args_iter = iter(batch)
         self.quantized, self.float_biases, self.weights = quantized, float_biases, weights
 
     def step(self, node: fx.Node) -> None:
@@ -120,7 +121,8 @@ class _Run(fx.Interpreter):
 
 
 @torch.no_grad()
-def replay_layers(gm: fx.GraphModule, batches: list[torch.Tensor], visit: Visitor) -> None:
+def replay_layers(gm: fx.GraphModule, batches: list[tuple[torch.Tensor, ...]] | list[torch.Tensor],
+                  visit: Visitor) -> None:
     """Run ``batches`` through the float and the quantized model so far, calling ``visit`` before each
     QuantizedLayer executes (once per layer, in execution order). Activation quantizers are frozen first.
     ``visit`` runs under no_grad; it may enable grad for its own optimisation."""
@@ -130,8 +132,8 @@ def replay_layers(gm: fx.GraphModule, batches: list[torch.Tensor], visit: Visito
     layers = quantized_layers(gm)
     float_biases = {name: layer.bias_float for name, layer in layers.items()}
     weights: dict[str, torch.Tensor] = {}
-    runs = [(_Run(gm, b.float(), False, float_biases, weights), _Run(gm, b.float(), True, float_biases, weights))
-            for b in batches]
+    inputs = [model_inputs(b) for b in batches]
+    runs = [(_Run(gm, b, False, float_biases, weights), _Run(gm, b, True, float_biases, weights)) for b in inputs]
     visited = set()
     for node in gm.graph.nodes:
         if node.op == "output":

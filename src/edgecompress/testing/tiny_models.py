@@ -85,3 +85,37 @@ def with_batchnorm_statistics(model: nn.Module) -> nn.Module:
                 bn.running_mean.uniform_(-0.5, 0.5)
                 bn.running_var.uniform_(0.5, 2.0)
     return model
+
+
+class TinyTokenEncoder(nn.Module):
+    """A two-input text encoder in miniature: token ids and an attention mask (both int64, (B, L)) → embedding,
+    LayerNorm, one self-attention block written out (masked with a large negative number, as Hugging Face
+    models do), a GELU feed-forward, masked mean pooling. Its forward branches on a shape in Python, which
+    torch.fx cannot trace (torch.export can), like many real transformer implementations."""
+
+    def __init__(self, vocab: int = 50, width: int = 16, seq_len: int = 8) -> None:
+        super().__init__()
+        self.seq_len = seq_len
+        self.embed = nn.Embedding(vocab, width)
+        self.norm1 = nn.LayerNorm(width)
+        self.query, self.key, self.value = nn.Linear(width, width), nn.Linear(width, width), nn.Linear(width, width)
+        self.attn_out = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width)
+        self.up, self.down = nn.Linear(width, 2 * width), nn.Linear(2 * width, width)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[1] > self.seq_len:  # Python control flow on a shape
+            input_ids, attention_mask = input_ids[:, :self.seq_len], attention_mask[:, :self.seq_len]
+        x = self.norm1(self.embed(input_ids))
+        scores = self.query(x) @ self.key(x).transpose(1, 2) / x.shape[-1] ** 0.5
+        scores = scores + (1.0 - attention_mask[:, None, :].float()) * torch.finfo(torch.float32).min
+        x = self.norm2(x + self.attn_out(scores.softmax(-1) @ self.value(x)))
+        x = x + self.down(nn.functional.gelu(self.up(x)))
+        mask = attention_mask.unsqueeze(-1).float()
+        return (x * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
+        ids = torch.randint(1, self.embed.num_embeddings, (batch_size, self.seq_len))
+        lengths = torch.randint(2, self.seq_len + 1, (batch_size, 1))
+        mask = (torch.arange(self.seq_len)[None, :] < lengths).long()
+        return ids * mask, mask
