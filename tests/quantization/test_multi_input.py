@@ -27,7 +27,7 @@ def encoder():
 
 def test_fx_cannot_trace_it_so_torch_export_captures_it_with_the_layer_names(encoder):
     model, batches = encoder
-    with pytest.raises(Exception):
+    with pytest.raises(torch.fx.proxy.TraceError):
         torch.fx.symbolic_trace(model)
     gm = trace(model, example_inputs=batches[0])
     layers = {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}

@@ -3,8 +3,9 @@
 On small edge models the graph's bookkeeping is a visible share of the file: per-node names and default
 attributes, long generated value names, a float32 bias scale per output channel that merely repeats
 input_scale × weight_scale, and per-channel constants stored wider than their values need (float16-valued
-scales in float32, int16-sized biases in int32). Every rewrite here leaves the computed values bit-identical and keeps the
-Q/DQ patterns ONNX Runtime fuses into QLinearConv / QGemm (checked in the tests).
+scales in float32, int16-sized biases in int32). Pruned weights are stored as bitmask + nonzero values
+(onnx_sparse). Every rewrite here leaves the computed values bit-identical and keeps the Q/DQ patterns ONNX
+Runtime fuses into QLinearConv / QGemm (checked in the tests).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from onnx import helper, numpy_helper
 
 from .onnx_graph import drop_unused_initializers, replace_initializer
 from .onnx_lowbit import pack_low_bit
+from .onnx_sparse import store_sparse_weights
 
 # ONNX opset-21 defaults of the attributes the exporter writes out explicitly.
 _DEFAULT_ATTRIBUTES = {
@@ -31,6 +33,7 @@ def compact(proto: onnx.ModelProto) -> onnx.ModelProto:
     _drop_zero_int32_zero_points(graph)
     drop_unused_initializers(graph)
     _narrow_constants(graph)
+    store_sparse_weights(graph)
     _short_value_names(graph)
     for node in graph.node:
         node.name = ""  # optional in ONNX; runtimes name nodes themselves

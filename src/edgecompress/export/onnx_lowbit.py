@@ -1,5 +1,6 @@
 """Packed storage of low-bit weights in ONNX: INT4 / INT2 initializers with blocked DequantizeLinear, binary
-weights one bit each with an in-graph unpack, Linear weights laid out for ONNX Runtime's MatMulNBits. Every rewrite keeps each weight's integer value and each scale's float32 value."""
+weights one bit each with an in-graph unpack, Linear weights laid out for ONNX Runtime's MatMulNBits. Every
+rewrite keeps each weight's integer value and each scale's float32 value."""
 
 from __future__ import annotations
 
