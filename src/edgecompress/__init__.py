@@ -23,13 +23,14 @@ from .errors import (  # noqa: E402
 )
 from .model_io import load_model  # noqa: E402
 from .pipeline import CompressionResult, MeasureSettings, compress  # noqa: E402
-from .pruning import PruneConfig, prune  # noqa: E402
+from .pruning import PruneConfig, StructuredPruneConfig, prune, prune_structured  # noqa: E402
 from .quantization import QuantConfig, quantize  # noqa: E402
 from .recipe import Recipe, load_recipe  # noqa: E402
 
 __all__ = [
     "__version__", "compress", "CompressionResult", "MeasureSettings", "quantize", "QuantConfig", "prune",
-    "PruneConfig", "load_recipe", "Recipe", "load_dataset", "as_dataset", "Dataset", "load_model",
+    "PruneConfig", "prune_structured", "StructuredPruneConfig", "load_recipe", "Recipe", "load_dataset",
+    "as_dataset", "Dataset", "load_model",
     "EdgeCompressError", "EdgeCompressWarning", "RecipeError", "DataError", "ModelLoadError", "UnsupportedError",
     "ExportError", "IntegrityError", "MissingDependencyError",
 ]

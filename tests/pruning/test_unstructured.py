@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgecompress.errors import DataError, RecipeError, UnsupportedError
+from edgecompress.errors import DataError, RecipeError
 from edgecompress.pruning import MaskedPruning, PruneConfig, masks_for, prune, sparsity_at
 
 
@@ -90,7 +90,7 @@ def test_schedules_end_at_the_target_and_increase():
 def test_bad_configs_and_missing_data_are_clear_errors():
     with pytest.raises(RecipeError, match="0 <= sparsity < 1"):
         PruneConfig(sparsity=1.0)
-    with pytest.raises(UnsupportedError, match="structured"):
+    with pytest.raises(RecipeError, match="StructuredPruneConfig"):
         PruneConfig(method="structured")
     with pytest.raises(DataError, match="needs data"):
         prune(_mlp(), PruneConfig(method="gradient"))

@@ -8,18 +8,22 @@ from ..datasets import Dataset
 from ..errors import DataError, UnsupportedError
 from ..export import Exporter, check_supported
 from ..pruning import PruneConfig
+from ..pruning.patterns import parse_n_m
+from ..pruning.structured_config import StructuredPruneConfig
 from ..quantization import QuantConfig
 from ..recipe import QuantizeParams, Recipe
 
 
 @dataclass(frozen=True)
 class PruneStep:
-    config: PruneConfig
+    config: PruneConfig | StructuredPruneConfig  # masks (unstructured, N:M, block) or physical channel removal
     steps: int
     schedule: str
     fine_tune_epochs: int
     learning_rate: float
     name: str = "prune"
+    rewind: bool = False  # lottery ticket: rewind surviving weights after each pruning round
+    rewind_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,20 @@ class Plan:
 
 
 def _prune_step(cfg, seed: int) -> PruneStep:
-    config = PruneConfig(sparsity=cfg.sparsity, method=cfg.type, scope=cfg.scope, ignore=tuple(cfg.ignore),
-                         seed=seed)
     steps = cfg.iterations if cfg.iterative else 1
-    return PruneStep(config, steps, cfg.schedule, cfg.fine_tune_epochs, cfg.learning_rate)
+    if cfg.type == "structured":
+        config = StructuredPruneConfig(ratio=cfg.sparsity, importance=cfg.importance or "l2", scope=cfg.scope,
+                                       ignore=tuple(cfg.ignore), min_channels=cfg.min_channels,
+                                       round_to=cfg.round_to, prune_heads=cfg.prune_heads, seed=seed)
+        return PruneStep(config, steps, cfg.schedule, cfg.fine_tune_epochs, cfg.learning_rate)
+    sparsity = cfg.sparsity
+    n_m = parse_n_m(cfg.pattern)
+    if n_m is not None and "sparsity" not in cfg.model_fields_set:
+        sparsity = 1 - n_m[0] / n_m[1]  # what the pattern means; the recipe checked any explicit value
+    config = PruneConfig(sparsity=sparsity, method=cfg.type, scope=cfg.scope, ignore=tuple(cfg.ignore), seed=seed,
+                         pattern=cfg.pattern, block=tuple(cfg.block_shape))
+    return PruneStep(config, steps, cfg.schedule, cfg.fine_tune_epochs, cfg.learning_rate, rewind=cfg.rewind,
+                     rewind_steps=cfg.rewind_steps)
 
 
 # Recipe type → (weight bits, ternary) for the integer types.

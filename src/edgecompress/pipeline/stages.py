@@ -16,6 +16,9 @@ from torch import nn
 from ..datasets import Dataset
 from ..measure import fidelity, layer_sparsity, sparsity
 from ..pruning import MaskedPruning, sparsity_at
+from ..pruning.lottery import TicketRound, find_ticket
+from ..pruning.structured import prune_structured
+from ..pruning.structured_config import StructuredPruneConfig
 from ..quantization import DynamicConfig, QuantConfig, layer_summary, quantize, quantize_dynamic
 from ..quantization.fp16 import HalfPrecision
 from ..quantization.mixed import plan_mixed_precision
@@ -54,6 +57,10 @@ class RunContext:
 
 
 def run_prune(model: nn.Module, step: PruneStep, ctx: RunContext) -> tuple[nn.Module, dict]:
+    if isinstance(step.config, StructuredPruneConfig):
+        return _run_structured(model, step, ctx)
+    if step.rewind:
+        return _run_lottery_ticket(model, step, ctx)
     model = copy.deepcopy(model)
     pruner = MaskedPruning(model, step.config)
     history = []
@@ -72,6 +79,53 @@ def run_prune(model: nn.Module, step: PruneStep, ctx: RunContext) -> tuple[nn.Mo
     return model, {"method": step.config.method, "scope": step.config.scope, "steps": step.steps,
                    "schedule": step.schedule, "sparsity": sparsity(model), "layer_sparsity": per_layer,
                    "history": history}
+
+
+def _run_structured(model: nn.Module, step: PruneStep, ctx: RunContext) -> tuple[nn.Module, dict]:
+    """Channels removed in ``step.steps`` steps along the schedule (each step's ratio is relative to the widths
+    left by the previous one), fine-tuned after each; the model gets physically smaller."""
+    config, loss_fn = step.config, ctx.loss_fn()
+    history, previous = [], 0.0
+    params_before = macs_before = None
+    for i in range(1, step.steps + 1):
+        target = sparsity_at(i, step.steps, config.ratio, step.schedule)
+        relative = 1.0 - (1.0 - target) / (1.0 - previous)
+        data = (ctx.dataset.batches("train", batch_size=ctx.batch_size, shuffle=True, seed=ctx.seed + i)
+                if config.importance == "taylor" else None)
+        result = prune_structured(model, dataclasses.replace(config, ratio=relative),
+                                  example_inputs=ctx.example_inputs, data=data)
+        params_before = params_before or result.params_before
+        macs_before = macs_before or result.macs_before
+        model, previous = result.model, target
+        if step.fine_tune_epochs:
+            fit(model, ctx.dataset, epochs=step.fine_tune_epochs, lr=step.learning_rate, batch_size=ctx.batch_size,
+                seed=ctx.seed + i, progress=ctx.progress, description=f"prune {i}/{step.steps}: fine-tune",
+                loss_fn=loss_fn)
+        history.append({"step": i, "target_ratio": round(target, 4), "params": result.params_after,
+                        "macs": result.macs_after, **ctx.quality(model)})
+    return model, {"method": "structured", "importance": config.importance, "scope": config.scope,
+                   "steps": step.steps, "schedule": step.schedule, "ratio": config.ratio,
+                   "params_before": params_before, "params_after": history[-1]["params"],
+                   "macs_before": macs_before, "macs_after": history[-1]["macs"], "history": history}
+
+
+def _run_lottery_ticket(model: nn.Module, step: PruneStep, ctx: RunContext) -> tuple[nn.Module, dict]:
+    loss_fn, rounds = ctx.loss_fn(), []
+
+    def train(m: nn.Module, on_step) -> None:
+        n = len(rounds) + 1
+        label = f"lottery round {n}/{step.steps}: train" if n <= step.steps else "lottery ticket: train"
+        fit(m, ctx.dataset, epochs=step.fine_tune_epochs, lr=step.learning_rate, batch_size=ctx.batch_size,
+            seed=ctx.seed + n, progress=ctx.progress, description=label, on_step=on_step, loss_fn=loss_fn)
+
+    def on_round(m: nn.Module, r: TicketRound) -> None:
+        rounds.append({"round": r.round, "sparsity": round(r.sparsity, 4)})
+
+    ticket, _ = find_ticket(model, step.config, train, rounds=step.steps, rewind_steps=step.rewind_steps,
+                            schedule=step.schedule, on_round=on_round)
+    return ticket, {"method": step.config.method, "lottery_ticket": True, "rounds": step.steps,
+                    "rewind_steps": step.rewind_steps, "schedule": step.schedule, "sparsity": sparsity(ticket),
+                    "layer_sparsity": layer_sparsity(ticket), "history": rounds, **ctx.quality(ticket)}
 
 
 def run_finetune(model: nn.Module, step: FinetuneStep, ctx: RunContext) -> tuple[nn.Module, dict]:

@@ -13,11 +13,19 @@ from ..errors import DataError
 from ..layers import weight_layers
 from .config import PruneConfig
 from .importance import LossFn, magnitude_scores, random_scores, taylor_scores
+from .patterns import block_scores, expand_blocks, n_m_masks, parse_n_m
 
 
-def masks_for(scores: dict[str, torch.Tensor], sparsity: float, scope: str) -> dict[str, torch.Tensor]:
+def masks_for(scores: dict[str, torch.Tensor], sparsity: float, scope: str, pattern: str = "unstructured",
+              block: tuple[int, int] = (1, 4)) -> dict[str, torch.Tensor]:
     """Boolean keep-masks that prune exactly round(sparsity·n) of the lowest-scored weights, over all
-    layers together (global) or in each layer (layer)."""
+    layers together (global) or in each layer (layer); or of N:M groups, or of whole blocks (see patterns)."""
+    n_m = parse_n_m(pattern)
+    if n_m is not None:
+        return n_m_masks(scores, sparsity, n_m[1])
+    if pattern == "block":
+        tiles = masks_for({n: block_scores(s, block) for n, s in scores.items()}, sparsity, scope)
+        return {n: expand_blocks(tiles[n], s.shape, block) for n, s in scores.items()}
     if scope == "layer":
         return {name: _keep_mask(s, int(round(sparsity * s.numel()))) for name, s in scores.items()}
     flat = torch.cat([s.reshape(-1) for s in scores.values()])
@@ -65,7 +73,7 @@ class MaskedPruning:
 
     def apply(self, sparsity: float, scores: dict[str, torch.Tensor] | None = None) -> None:
         scores = scores if scores is not None else self.scores()
-        self.masks = masks_for(scores, sparsity, self.config.scope)
+        self.masks = masks_for(scores, sparsity, self.config.scope, self.config.pattern, self.config.block)
         self._step += 1
         self.reapply()
 

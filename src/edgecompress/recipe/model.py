@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from .problems import InvalidRecipeError, validate_model
-from .rules import lint_stages, order_problems, quantize_problems
+from .rules import lint_stages, order_problems, prune_problems, quantize_problems
 from .schema import (
     PARAMS_BY_KIND,
     STAGE_ORDER,
@@ -66,6 +66,8 @@ class Recipe(RecipeHeader):
         for i, stage in enumerate(self.stages):
             if stage.kind == "quantize":
                 problems += quantize_problems(i, stage.config)
+            elif stage.kind == "prune":
+                problems += prune_problems(i, stage.config)
         if problems:
             raise InvalidRecipeError(problems)
         return self

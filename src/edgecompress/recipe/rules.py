@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,32 @@ def quantize_problems(i: int, cfg: QuantizeParams) -> list[str]:
                         f"apply to type {cfg.type!r} with strategy {cfg.strategy!r}")
     if cfg.type == "mixed" and cfg.strategy != "post_training":
         problems.append(f"{where}: type 'mixed' takes strategy 'post_training', got {cfg.strategy!r}")
+    return problems
+
+
+def prune_problems(i: int, cfg: PruneParams) -> list[str]:
+    """Combinations of pruning keys that cannot work together."""
+    where = f"stages[{i}] 'prune'"
+    n_m = re.fullmatch(r"(\d+):(\d+)", cfg.pattern)
+    problems = []
+    if n_m and "sparsity" in cfg.model_fields_set and abs(cfg.sparsity - (1 - int(n_m[1]) / int(n_m[2]))) > 1e-9:
+        problems.append(f"{where}: pattern {cfg.pattern} keeps {n_m[1]} of every {n_m[2]} weights, which is "
+                        f"sparsity {1 - int(n_m[1]) / int(n_m[2]):g}; got sparsity {cfg.sparsity:g} (leave it out)")
+    if cfg.pattern != "unstructured" and cfg.type not in ("magnitude", "gradient", "random"):
+        problems.append(f"{where}: pattern {cfg.pattern!r} shapes weight masks of type magnitude, gradient or "
+                        f"random; type {cfg.type!r} removes whole channels")
+    if cfg.rewind and not (cfg.iterative and cfg.iterations >= 2 and cfg.fine_tune_epochs >= 1):
+        problems.append(f"{where}: rewind (lottery ticket) needs iterative: true, iterations >= 2 and "
+                        f"fine_tune_epochs >= 1 (rounds of train → prune → rewind); got iterative: "
+                        f"{str(cfg.iterative).lower()}, iterations: {cfg.iterations}, fine_tune_epochs: "
+                        f"{cfg.fine_tune_epochs}")
+    given = [k for k in ("importance", "min_channels", "round_to", "prune_heads") if k in cfg.model_fields_set]
+    if given and cfg.type != "structured":
+        problems.append(f"{where}: {', '.join(given)} apply to type 'structured' (whole channels); got type "
+                        f"{cfg.type!r}")
+    if cfg.rewind and cfg.type == "structured":
+        problems.append(f"{where}: rewind (lottery ticket) rewinds masked weights; type 'structured' removes "
+                        "whole channels")
     return problems
 
 

@@ -49,6 +49,14 @@ def _check_layer_pattern(value: str) -> str:
     return value
 
 
+def _check_sparsity_pattern(value: str) -> str:
+    n_m = re.fullmatch(r"(\d+):(\d+)", value)
+    if value in ("unstructured", "block") or (n_m and 0 < int(n_m[1]) < int(n_m[2]) <= 32):
+        return value
+    raise PydanticCustomError("not_allowed", "not an allowed value",
+                              {"allowed": ("unstructured", "block", "N:M with 0 < N < M <= 32, e.g. '2:4'")})
+
+
 def _check_device(value: str) -> str:
     if value not in TARGET_DEVICES:
         raise PydanticCustomError("not_allowed", "not an allowed value", {"allowed": TARGET_DEVICES})
@@ -58,6 +66,7 @@ def _check_device(value: str) -> str:
 # A layer name, exact or `re:<regex>` (the regex is checked when the recipe is loaded).
 LayerPattern = Annotated[NonEmptyStr, AfterValidator(_check_layer_pattern)]
 TargetDevice = Annotated[StrictStr, AfterValidator(_check_device)]
+SparsityPattern = Annotated[StrictStr, AfterValidator(_check_sparsity_pattern)]
 
 
 class FrozenModel(BaseModel):
@@ -122,6 +131,20 @@ class PruneParams(FrozenModel):
     fine_tune_epochs: Count = 1  # epochs of fine-tuning after each pruning step
     learning_rate: PositiveNumber = 1e-3
     ignore: tuple[LayerPattern, ...] = ()
+    # unstructured: any weight. "N:M" (e.g. "2:4"): at most N of every M consecutive weights along the
+    # reduction dimension survive; sparsity then defaults to 1 − N/M. block: whole block_shape tiles.
+    pattern: SparsityPattern = "unstructured"
+    block_shape: tuple[PositiveCount, PositiveCount] = (1, 4)
+    # Lottery ticket: after each of the `iterations` rounds of fine-tune → prune, surviving weights go back to
+    # their values after `rewind_steps` optimizer steps of the first round; the final ticket is then trained.
+    rewind: StrictBool = False
+    rewind_steps: Count = 0
+    # type structured: `sparsity` is the fraction of channels (filters, hidden units, attention heads) removed;
+    # the layers become physically smaller. importance: l1 | l2 | geometric_median | bn_scale | taylor | random.
+    importance: Literal["l1", "l2", "geometric_median", "bn_scale", "taylor", "random"] | None = None
+    min_channels: PositiveCount = 1  # floor: no layer keeps fewer channels
+    round_to: PositiveCount = 1  # kept channels rounded up to a multiple (the target's vector width)
+    prune_heads: StrictBool = True  # attention: remove whole heads
 
 
 class DistillParams(FrozenModel):
