@@ -29,6 +29,7 @@ bench: setup
 	$(PY) -m pip install --quiet -e ".[dev,tflite,bench]" -c constraints.txt
 	$(PY) benchmarks/run.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/quantization.py
+	$(PY) benchmarks/pruning.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

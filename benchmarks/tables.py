@@ -1,0 +1,87 @@
+"""Markdown tables for the README from the benchmarks' JSON files, so that every figure there comes from a run.
+
+    .venv/bin/python benchmarks/tables.py foundation|quantization|pruning
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _f(value, spec: str) -> str:
+    if value is None:
+        return "–"
+    if value == "inf":
+        return "∞"
+    return format(value, spec).replace("-", "−")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def foundation() -> str:
+    rows = json.loads((RESULTS / "foundation.json").read_text())["rows"]
+    header = ["model", "variant", "acc (ORT)", "Δacc pts", "size KB", "×size", "OTA KB", "×OTA", "p50 b1 ms",
+              "×speed b1", "p50 b32 ms", "parity top-1", "parity SQNR dB"]
+    body = [[r["model"], r["variant"].replace("prune50+int8", "prune 50 % + int8"), _f(r["accuracy_runtime"], ".4f"),
+             _f(None if r["accuracy_drop_points"] is None else -r["accuracy_drop_points"], "+.2f"),
+             _f(r["size_bytes"] / 1024, ".1f"), _f(r["size_ratio"], ".2f"), _f(r["ota_bytes"] / 1024, ".1f"),
+             _f(r["ota_ratio"], ".2f"), _f(r["latency_b1_t1_p50_ms"], ".4f"), _f(r["speedup_b1"], ".2f"),
+             _f(r["latency_bN_t1_p50_ms"], ".3f"), _f(r["parity_top1_agreement"], ".4f"),
+             _f(r["parity_sqnr_db"], ".1f")] for r in rows]
+    return _table(header, body)
+
+
+def quantization() -> str:
+    data = json.loads((RESULTS / "quantization.json").read_text())
+    out = []
+    for model in dict.fromkeys(r["model"] for r in data["rows"]):
+        rows = [r for r in data["rows"] if r["model"] == model and r["status"] == "ok"]
+        if model == "minilm":
+            header = ["variant", "source", "kind", "cos mean", "cos min", "R@1", "ΔR@1 pts", "size MB", "×fp32",
+                      "p50 b1 ms", "quantize s"]
+            body = [[r["variant"], r["source"], r["kind"], _f(r["cosine_mean"], ".4f"), _f(r["cosine_min"], ".4f"),
+                     _f(r["recall@1"], ".3f"), _f(r["change_points"], "+.2f"), _f(r["size_bytes"] / 1e6, ".2f"),
+                     _f(r["size_vs_fp32_onnx"], ".3f"), _f(r["latency_b1_p50_ms"], ".1f"),
+                     _f(r.get("quantize_seconds"), ".1f")] for r in rows]
+        else:
+            header = ["variant", "source", "kind", "acc (runtime)", "Δacc pts", "size KB", "×fp32", "p50 b1 ms",
+                      "quantize s"]
+            body = [[r["variant"], r["source"], r["kind"], _f(r["accuracy"], ".4f"), _f(r["change_points"], "+.2f"),
+                     _f(r["size_bytes"] / 1024, ".1f"), _f(r["size_vs_fp32_onnx"], ".3f"),
+                     _f(r["latency_b1_p50_ms"], ".3f"), _f(r.get("quantize_seconds"), ".2f")] for r in rows]
+        out.append(f"**{model}**\n\n" + _table(header, body))
+        missing = [r for r in data["rows"] if r["model"] == model and r["status"] != "ok"]
+        if missing:
+            out.append("\n".join(f"- {r['variant']}: {r['status']} — {r.get('detail', '')}" for r in missing))
+    goals = data.get("goals", [])
+    if goals:
+        out.append("\n".join(f"- {g['goal']}: {'met' if g.get('met') else 'NOT met'} "
+                             f"({', '.join(f'{k} {v}' for k, v in g.items() if k not in ('goal', 'met'))})"
+                             for g in goals))
+    return "\n\n".join(out)
+
+
+def pruning() -> str:
+    data = json.loads((RESULTS / "pruning.json").read_text())
+    header = ["model", "variant", "acc (ORT)", "Δacc pts", "params", "MACs", "×MACs", "size KB", "×size", "OTA KB",
+              "×OTA", "p50 b1 ms", "×speed b1", "p50 b32 ms"]
+    body = [[r["model"], r["variant"], _f(r["accuracy_runtime"], ".4f"), _f(r["accuracy_change_points"], "+.2f"),
+             f"{r['params']:,}", f"{r['macs']:,}", _f(r["macs_ratio"], ".2f"), _f(r["size_bytes"] / 1024, ".1f"),
+             _f(r["size_ratio"], ".2f"), _f(r["ota_bytes"] / 1024, ".1f"), _f(r["ota_ratio"], ".2f"),
+             _f(r["latency_b1_t1_p50_ms"], ".4f"), _f(r["speedup_b1"], ".2f"), _f(r["latency_bN_t1_p50_ms"], ".3f")]
+            for r in data["rows"]]
+    goals = "\n".join(f"- {g['model']}: {g['goal']}: {g['value']:.3f} → {'met' if g['met'] else 'NOT met'}"
+                      for g in data["goals"])
+    return _table(header, body) + "\n\n" + goals
+
+
+if __name__ == "__main__":
+    print({"foundation": foundation, "quantization": quantization, "pruning": pruning}[sys.argv[1]]())
