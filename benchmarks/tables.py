@@ -31,7 +31,7 @@ def foundation() -> str:
     header = ["model", "variant", "acc (ORT)", "Δacc pts", "size KB", "×size", "OTA KB", "×OTA", "p50 b1 ms",
               "×speed b1", "p50 b32 ms", "parity top-1", "parity SQNR dB"]
     body = [[r["model"], r["variant"].replace("prune50+int8", "prune 50 % + int8"), _f(r["accuracy_runtime"], ".4f"),
-             _f(None if r["accuracy_drop_points"] is None else -r["accuracy_drop_points"], "+.2f"),
+             _f(None if r["accuracy_drop_points"] is None else 0.0 - r["accuracy_drop_points"], "+.2f"),
              _f(r["size_bytes"] / 1024, ".1f"), _f(r["size_ratio"], ".2f"), _f(r["ota_bytes"] / 1024, ".1f"),
              _f(r["ota_ratio"], ".2f"), _f(r["latency_b1_t1_p50_ms"], ".4f"), _f(r["speedup_b1"], ".2f"),
              _f(r["latency_bN_t1_p50_ms"], ".3f"), _f(r["parity_top1_agreement"], ".4f"),
