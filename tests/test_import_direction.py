@@ -19,6 +19,11 @@ FORBIDDEN = {
     "models": {"quantization", "pruning", "measure", "export", "pipeline", "cli", "recipe"},
     "quantization": {"pruning", "measure", "export", "pipeline", "cli", "recipe", "models", "datasets"},
     "pruning": {"quantization", "measure", "export", "pipeline", "cli", "recipe", "models", "datasets"},
+    # students of the reference families are built from their classes, so models is allowed here
+    "distillation": {"quantization", "pruning", "measure", "export", "pipeline", "cli", "recipe", "datasets"},
+    "lowrank": {"quantization", "pruning", "measure", "export", "pipeline", "cli", "recipe", "models", "datasets",
+                "training"},
+    "clustering": {"quantization", "pruning", "measure", "export", "pipeline", "cli", "recipe", "models", "datasets"},
     "measure": {"quantization", "pruning", "export", "pipeline", "cli", "recipe", "models"},
     "export": {"pruning", "pipeline", "cli", "recipe", "models", "datasets", "training"},
     "pipeline": {"cli"},

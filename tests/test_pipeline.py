@@ -77,7 +77,7 @@ def test_quantize_before_prune_is_refused_unless_allowed():
 def test_unsupported_requests_fail_before_any_work(tmp_path):
     for recipe in ({"quantization": {"enabled": True, "type": "int4"}, "output": {"format": "tflite"}},
                    {"quantization": {"enabled": True, "type": "int4"}, "output": {"format": "torchscript"}},
-                   {"distillation": {"enabled": True}},
+                   {"nas": {"enabled": True}},
                    {"quantization": {"enabled": True}, "output": {"format": "torchscript"}}):
         out = tmp_path / str(len(list(tmp_path.iterdir())))
         with pytest.raises(UnsupportedError):

@@ -1,7 +1,6 @@
 """Sparse storage of pruned weights (P7): bitmask + nonzero values, rebuilt in the graph and folded by ONNX
 Runtime at load. Smaller files, bit-identical outputs, integer kernels intact."""
 
-from collections import Counter
 
 import numpy as np
 import onnx
@@ -9,23 +8,13 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import helper, numpy_helper
-from torch import nn
 
 from edgecompress.export import get_exporter, onnx_compact
 from edgecompress.export.onnx_sparse import store_sparse_weights
 from edgecompress.pruning import PruneConfig, prune
 from edgecompress.quantization import QuantConfig, quantize
-
-
-class SparseNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv1d(16, 32, 5, padding=2)
-        self.fc1 = nn.Linear(32 * 8, 128)
-        self.fc2 = nn.Linear(128, 10)
-
-    def forward(self, x):
-        return self.fc2(torch.relu(self.fc1(torch.relu(self.conv(x)).flatten(1))))
+from edgecompress.testing.onnx_runtime import optimized_session
+from edgecompress.testing.tiny_models import TinyWide1d
 
 
 def _export(tmp_path, name, model, x, scheme, monkeypatch=None):
@@ -34,18 +23,12 @@ def _export(tmp_path, name, model, x, scheme, monkeypatch=None):
     return get_exporter("onnx").export(model, (x[:1],), tmp_path / name, scheme=scheme).path
 
 
-def _session(path, tmp_path):
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / f"{path.stem}.opt.onnx")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session, Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
-
 
 @pytest.mark.parametrize("scheme", ["fp32", "int8"])
 def test_pruned_weights_shrink_the_file_and_run_bit_identically(tmp_path, monkeypatch, scheme):
     torch.manual_seed(0)
     x = torch.randn(64, 16, 8)
-    model = prune(SparseNet().eval(), PruneConfig(sparsity=0.9))
+    model = prune(TinyWide1d().eval(), PruneConfig(sparsity=0.9))
     if scheme == "int8":
         model = quantize(model, QuantConfig(reduce_range=True), calibration=x)
     sparse = _export(tmp_path, "sparse.onnx", model, x, scheme)
@@ -54,7 +37,7 @@ def test_pruned_weights_shrink_the_file_and_run_bit_identically(tmp_path, monkey
     ratio = dense.stat().st_size / sparse.stat().st_size
     # measured 6.5× (fp32) and 2.6× (int8: scales, biases and the graph are a larger share of the small file)
     assert ratio > (5.0 if scheme == "fp32" else 2.0)
-    (s_sparse, ops_sparse), (s_dense, ops_dense) = _session(sparse, tmp_path), _session(dense, tmp_path)
+    (s_sparse, ops_sparse), (s_dense, ops_dense) = (optimized_session(p, tmp_path) for p in (sparse, dense))
     assert ops_sparse == ops_dense  # folded at load: the optimized graphs run the same kernels
     np.testing.assert_array_equal(s_sparse.run(None, {"input": x.numpy()})[0],
                                   s_dense.run(None, {"input": x.numpy()})[0])
@@ -63,7 +46,7 @@ def test_pruned_weights_shrink_the_file_and_run_bit_identically(tmp_path, monkey
 def test_dense_weights_are_left_as_they_are(tmp_path):
     torch.manual_seed(0)
     x = torch.randn(4, 16, 8)
-    path = _export(tmp_path, "dense.onnx", SparseNet().eval(), x, "fp32")
+    path = _export(tmp_path, "dense.onnx", TinyWide1d().eval(), x, "fp32")
     assert not any(i.name.endswith("_nonzero_bits") for i in onnx.load(str(path)).graph.initializer)
 
 

@@ -44,7 +44,7 @@ def test_unknown_nested_key_lists_allowed_keys_and_suggests_the_closest():
 def test_unknown_top_level_key_suggests_the_section():
     problem = only_problem({"quantisation": {"enabled": True}})
     assert problem.startswith("quantisation: unknown key")
-    assert "allowed keys: allow_unsafe_order, description, distillation" in problem
+    assert "allowed keys: allow_unsafe_order, clustering, description, distillation" in problem
     assert problem.endswith("did you mean 'quantization'?")
 
 
@@ -113,7 +113,8 @@ def test_mixed_forms_are_refused_even_with_disabled_sections():
 
 def test_unknown_stage_kind_lists_the_kinds():
     assert only_problem({"stages": [{"prune": {}}, {"quantise": {}}]}) == (
-        "stages[1]: unknown stage kind 'quantise'; allowed: search, distill, prune, finetune, quantize; "
+        "stages[1]: unknown stage kind 'quantise'; allowed: search, distill, prune, factorize, finetune, cluster, "
+        "quantize; "
         "did you mean 'quantize'?")
 
 
@@ -135,7 +136,8 @@ def test_stage_parameter_errors_have_stage_paths():
 def test_quantize_before_prune_is_refused_naming_both_and_the_rule():
     problem = only_problem({"stages": [{"quantize": {}}, {"prune": {}}]})
     assert problem.startswith("stages[0] 'quantize' comes before stages[1] 'prune'")
-    assert "search → distill → prune → finetune → quantize" in problem and "allow_unsafe_order: true" in problem
+    assert "search → distill → prune → factorize → finetune → cluster → quantize" in problem
+    assert "allow_unsafe_order: true" in problem
 
 
 def test_finetune_before_prune_is_refused():

@@ -131,7 +131,7 @@ def test_stages_in_canonical_order_are_accepted_with_repeats():
     kinds = ["search", "distill", "prune", "prune", "finetune", "quantize"]
     recipe = load_recipe({"stages": [{k: None} for k in kinds]})
     assert [s.kind for s in recipe.stages] == kinds
-    assert STAGE_ORDER == ("search", "distill", "prune", "finetune", "quantize")
+    assert STAGE_ORDER == ("search", "distill", "prune", "factorize", "finetune", "cluster", "quantize")
 
 
 def test_unsafe_order_is_allowed_with_the_flag_and_reported_by_lint():

@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .onnx_graph import drop_unused_initializers, replace_initializer
+from .onnx_codebook import store_codebook_weights
+from .onnx_graph import drop_unused_initializers, prepend_nodes, replace_initializer
 from .onnx_lowbit import pack_low_bit
 from .onnx_sparse import store_sparse_weights
 
@@ -33,6 +34,7 @@ def compact(proto: onnx.ModelProto) -> onnx.ModelProto:
     _drop_zero_int32_zero_points(graph)
     drop_unused_initializers(graph)
     _narrow_constants(graph)
+    store_codebook_weights(graph)
     store_sparse_weights(graph)
     _short_value_names(graph)
     for node in graph.node:
@@ -79,10 +81,7 @@ def _bias_scale_from_product(graph: onnx.GraphProto) -> None:
             products[key] = f"{names[1]}_times_input_scale"
             new_nodes.append(helper.make_node("Mul", list(key), [products[key]]))
         b_dq.input[1] = products[key]
-    if new_nodes:
-        nodes = new_nodes + list(graph.node)  # inputs are initializers, so first is topologically sound
-        del graph.node[:]
-        graph.node.extend(nodes)
+    prepend_nodes(graph, new_nodes)
 
 
 def _drop_zero_int32_zero_points(graph: onnx.GraphProto) -> None:
@@ -130,10 +129,7 @@ def _narrow_constants(graph: onnx.GraphProto) -> None:
                 replace_initializer(graph, name, tensor)
                 new_nodes.append(cast)
             break
-    if new_nodes:
-        nodes = new_nodes + list(graph.node)  # Casts of initializers: first is topologically sound
-        del graph.node[:]
-        graph.node.extend(nodes)
+    prepend_nodes(graph, new_nodes)
 
 
 def _short_value_names(graph: onnx.GraphProto) -> None:

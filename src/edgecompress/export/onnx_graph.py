@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 
@@ -26,3 +27,24 @@ def replace_initializer(graph: onnx.GraphProto, name: str, tensor: onnx.TensorPr
             graph.initializer[i].CopyFrom(tensor)
             return
     graph.initializer.append(tensor)
+
+
+def element_count(init: onnx.TensorProto) -> int:
+    return int(np.prod(init.dims)) if init.dims else 1
+
+
+def only_read_as_weight(init: onnx.TensorProto, users: dict[str, list[onnx.NodeProto]],
+                        readers: dict[str, int]) -> bool:
+    """Whether every node reading ``init`` is one of ``readers`` (op type → the input index of its weight) and
+    reads it there."""
+    found = users.get(init.name, [])
+    return bool(found) and all(r.op_type in readers and list(r.input).index(init.name) == readers[r.op_type]
+                               for r in found)
+
+
+def prepend_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:
+    """Put ``nodes`` first; they read only initializers, so the graph stays topologically sorted."""
+    if nodes:
+        ordered = nodes + list(graph.node)
+        del graph.node[:]
+        graph.node.extend(ordered)

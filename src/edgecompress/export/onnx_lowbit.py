@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .onnx_graph import consumers, drop_unused_initializers, replace_initializer
+from .onnx_graph import consumers, drop_unused_initializers, prepend_nodes, replace_initializer
 
 # ONNX integer types by width; INT2/UINT2 need opset 25 (ONNX 1.20+, ONNX Runtime 1.23+), INT4/UINT4 opset 21.
 _STORAGE = ((onnx.TensorProto.INT2, -2, 1), (onnx.TensorProto.UINT2, 0, 3), (onnx.TensorProto.INT4, -8, 7),
@@ -277,7 +277,4 @@ def _pack_binary(graph: onnx.GraphProto) -> None:
                 while reader.input and not reader.input[-1]:
                     del reader.input[-1]
         graph.initializer.remove(init)
-    if new_nodes:
-        nodes = new_nodes + list(graph.node)  # inputs are initializers, so first is topologically sound
-        del graph.node[:]
-        graph.node.extend(nodes)
+    prepend_nodes(graph, new_nodes)

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .onnx_graph import consumers
+from .onnx_graph import consumers, element_count, only_read_as_weight, prepend_nodes
 
 # Element types the rebuild's Gather handles, and the ops whose weight inputs are rewritten.
 _TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
@@ -37,7 +37,8 @@ def store_sparse_weights(graph: onnx.GraphProto) -> list[str]:
     users = consumers(graph)
     rewritten, new_nodes = [], []
     for init in list(graph.initializer):
-        if init.data_type not in _TYPES or _count(init) < _MIN_ELEMENTS or not _only_weight_reads(init, users):
+        if (init.data_type not in _TYPES or element_count(init) < _MIN_ELEMENTS
+                or not only_read_as_weight(init, users, _WEIGHT_READERS)):
             continue
         values = numpy_helper.to_array(init)
         nodes, tensors = _rebuild(init.name, values)
@@ -50,22 +51,10 @@ def store_sparse_weights(graph: onnx.GraphProto) -> list[str]:
         graph.initializer.extend(tensors)
         new_nodes += nodes
         rewritten.append(init.name)
-    if new_nodes:
-        nodes = new_nodes + list(graph.node)  # inputs are initializers, so first is topologically sound
-        del graph.node[:]
-        graph.node.extend(nodes)
+    prepend_nodes(graph, new_nodes)
     return rewritten
 
 
-def _count(init: onnx.TensorProto) -> int:
-    return int(np.prod(init.dims)) if init.dims else 1
-
-
-def _only_weight_reads(init: onnx.TensorProto, users: dict[str, list[onnx.NodeProto]]) -> bool:
-    readers = users.get(init.name, [])
-    return bool(readers) and all(
-        r.op_type in _WEIGHT_READERS and list(r.input).index(init.name) == _WEIGHT_READERS[r.op_type]
-        for r in readers)
 
 
 def _shared_bytes(graph: onnx.GraphProto, rewritten: list[str]) -> int:

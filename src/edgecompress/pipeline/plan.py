@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..clustering import ClusterConfig
 from ..datasets import Dataset
+from ..distillation import DistillConfig
 from ..errors import DataError, UnsupportedError
 from ..export import Exporter, check_supported
+from ..lowrank import FactorizeConfig
 from ..pruning import PruneConfig
-from ..pruning.patterns import parse_n_m
 from ..pruning.structured_config import StructuredPruneConfig
 from ..quantization import QuantConfig
 from ..recipe import QuantizeParams, Recipe
@@ -24,6 +26,31 @@ class PruneStep:
     name: str = "prune"
     rewind: bool = False  # lottery ticket: rewind surviving weights after each pruning round
     rewind_steps: int = 0
+
+
+@dataclass(frozen=True)
+class DistillStep:
+    config: DistillConfig
+    width: float
+    depth: float | None
+    factory: str | None  # module.path:factory of a user student
+    name: str = "distill"
+
+
+@dataclass(frozen=True)
+class FactorizeStep:
+    config: FactorizeConfig
+    fine_tune_epochs: int
+    learning_rate: float
+    name: str = "factorize"
+
+
+@dataclass(frozen=True)
+class ClusterStep:
+    config: ClusterConfig
+    fine_tune_epochs: int
+    learning_rate: float
+    name: str = "cluster"
 
 
 @dataclass(frozen=True)
@@ -46,7 +73,7 @@ class QuantizeStep:
     name: str = "quantize"
 
 
-Step = PruneStep | FinetuneStep | QuantizeStep
+Step = DistillStep | PruneStep | FactorizeStep | FinetuneStep | ClusterStep | QuantizeStep
 
 
 @dataclass(frozen=True)
@@ -57,6 +84,14 @@ class Plan:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
+def _distill_step(cfg) -> DistillStep:
+    config = DistillConfig(temperature=cfg.temperature, alpha=cfg.alpha, beta=cfg.beta, epochs=cfg.epochs,
+                           learning_rate=cfg.learning_rate, feature_pairs=cfg.feature_pairs,
+                           feature_weight=cfg.feature_weight, attention_pairs=cfg.attention_pairs,
+                           attention_weight=cfg.attention_weight)
+    return DistillStep(config, cfg.student_width, cfg.student_depth, cfg.student)
+
+
 def _prune_step(cfg, seed: int) -> PruneStep:
     steps = cfg.iterations if cfg.iterative else 1
     if cfg.type == "structured":
@@ -64,11 +99,7 @@ def _prune_step(cfg, seed: int) -> PruneStep:
                                        ignore=tuple(cfg.ignore), min_channels=cfg.min_channels,
                                        round_to=cfg.round_to, prune_heads=cfg.prune_heads, seed=seed)
         return PruneStep(config, steps, cfg.schedule, cfg.fine_tune_epochs, cfg.learning_rate)
-    sparsity = cfg.sparsity
-    n_m = parse_n_m(cfg.pattern)
-    if n_m is not None and "sparsity" not in cfg.model_fields_set:
-        sparsity = 1 - n_m[0] / n_m[1]  # what the pattern means; the recipe checked any explicit value
-    config = PruneConfig(sparsity=sparsity, method=cfg.type, scope=cfg.scope, ignore=tuple(cfg.ignore), seed=seed,
+    config = PruneConfig(sparsity=cfg.sparsity, method=cfg.type, scope=cfg.scope, ignore=tuple(cfg.ignore), seed=seed,
                          pattern=cfg.pattern, block=tuple(cfg.block_shape))
     return PruneStep(config, steps, cfg.schedule, cfg.fine_tune_epochs, cfg.learning_rate, rewind=cfg.rewind,
                      rewind_steps=cfg.rewind_steps)
@@ -144,8 +175,20 @@ def make_plan(recipe: Recipe, dataset: Dataset) -> Plan:
     exporter = check_supported(recipe.output.format, scheme)
     steps: list[Step] = []
     for stage in recipe.stages:
-        if stage.kind == "prune":
+        if stage.kind == "distill":
+            steps.append(_distill_step(stage.config))
+        elif stage.kind == "prune":
             steps.append(_prune_step(stage.config, recipe.training.seed))
+        elif stage.kind == "factorize":
+            cfg = stage.config
+            config = FactorizeConfig(method=cfg.method, rank_ratio=cfg.rank_ratio, energy=cfg.energy,
+                                     param_ratio=cfg.param_ratio, min_rank=cfg.min_rank, ignore=tuple(cfg.ignore))
+            steps.append(FactorizeStep(config, cfg.fine_tune_epochs, cfg.learning_rate))
+        elif stage.kind == "cluster":
+            cfg = stage.config
+            config = ClusterConfig(bits=cfg.bits, clusters=cfg.clusters, per_channel=cfg.per_channel, init=cfg.init,
+                                   iterations=cfg.iterations, ignore=tuple(cfg.ignore), seed=recipe.training.seed)
+            steps.append(ClusterStep(config, cfg.fine_tune_epochs, cfg.learning_rate))
         elif stage.kind == "finetune":
             steps.append(FinetuneStep(stage.config.epochs, stage.config.learning_rate))
         elif stage.kind == "quantize":
@@ -153,7 +196,7 @@ def make_plan(recipe: Recipe, dataset: Dataset) -> Plan:
             _check_available(steps[-1])
         else:
             raise UnsupportedError(f"the {stage.kind!r} stage is not available in this version; available "
-                                   "stages: prune, finetune, quantize")
+                                   "stages: distill, prune, factorize, finetune, cluster, quantize")
     for step in steps:
         if isinstance(step, QuantizeStep) and step.calibration_samples > dataset.x_train.shape[0]:
             warnings.append(f"calibration_samples is {step.calibration_samples} but the data has only "

@@ -13,8 +13,12 @@ import torch.nn.functional as F
 from rich.progress import Progress
 from torch import nn
 
+from ..clustering import ClusteredTraining
 from ..datasets import Dataset
-from ..measure import fidelity, layer_sparsity, sparsity
+from ..distillation import Distiller, check_student, make_student
+from ..lowrank import factorize
+from ..measure import count_params, fidelity, layer_sparsity, sparsity
+from ..model_io import load_model
 from ..pruning import MaskedPruning, sparsity_at
 from ..pruning.lottery import TicketRound, find_ticket
 from ..pruning.structured import prune_structured
@@ -24,7 +28,7 @@ from ..quantization.fp16 import HalfPrecision
 from ..quantization.mixed import plan_mixed_precision
 from ..quantization.qat import QATConfig, QuantizationAwareTraining
 from ..training import evaluate_accuracy, fit, predict
-from .plan import FinetuneStep, PruneStep, QuantizeStep
+from .plan import ClusterStep, DistillStep, FactorizeStep, FinetuneStep, PruneStep, QuantizeStep
 
 
 @dataclass
@@ -213,6 +217,59 @@ def _mixed_precision_config(model: nn.Module, step: QuantizeStep, ctx: RunContex
     return config, plan.to_dict()
 
 
+def run_distill(model: nn.Module, step: DistillStep, ctx: RunContext) -> tuple[nn.Module, dict]:
+    """The model so far is the teacher; the student (built from it, or the user's factory) is trained with the
+    distillation loss and becomes the model of the stages that follow."""
+    teacher = model
+    if step.factory is not None:
+        student = load_model(step.factory).model.train()
+    else:
+        student = make_student(teacher, width=step.width, depth=step.depth, seed=ctx.seed)
+    check_student(teacher, student, example_inputs=ctx.example_inputs)
+    config = step.config
+    with Distiller(teacher, student, config, example_inputs=ctx.example_inputs) as distiller:
+        losses = fit(distiller.model, ctx.dataset, epochs=config.epochs, lr=config.learning_rate,
+                     batch_size=ctx.batch_size, seed=ctx.seed, progress=ctx.progress, description="distill",
+                     loss_fn=distiller.loss_fn)
+        student = distiller.finalize()
+    student.eval()
+    return student, {"student": step.factory or f"width {step.width:g}, depth {step.depth or 1:g}",
+                     "teacher_params": count_params(teacher), "student_params": count_params(student),
+                     "temperature": config.temperature, "alpha": config.alpha, "epochs": config.epochs,
+                     "final_loss": losses[-1] if losses else None, **ctx.quality(student)}
+
+
+def run_factorize(model: nn.Module, step: FactorizeStep, ctx: RunContext) -> tuple[nn.Module, dict]:
+    """Low-rank factorization of the layers it makes smaller, then fine-tuning of the factorized model."""
+    result = factorize(model, step.config)
+    model, losses = result.model, []
+    if step.fine_tune_epochs:
+        losses = fit(model, ctx.dataset, epochs=step.fine_tune_epochs, lr=step.learning_rate,
+                     batch_size=ctx.batch_size, seed=ctx.seed, progress=ctx.progress,
+                     description="factorize: fine-tune", loss_fn=ctx.loss_fn())
+    layers = {name: {"method": f.method, "rank": f.rank, "params_before": f.params_before,
+                     "params_after": f.params_after, "energy_kept": round(f.energy_kept, 4)}
+              for name, f in result.layers.items()}
+    return model, {"params_before": result.params_before, "params_after": result.params_after, "layers": layers,
+                   "skipped": dict(result.skipped), "fine_tune_epochs": step.fine_tune_epochs,
+                   "final_loss": losses[-1] if losses else None, **ctx.quality(model)}
+
+
+def run_cluster(model: nn.Module, step: ClusterStep, ctx: RunContext) -> tuple[nn.Module, dict]:
+    """k-means weight sharing, then fine-tuning in which each cluster's members move together."""
+    training = ClusteredTraining(model, step.config)
+    losses = []
+    if step.fine_tune_epochs:
+        losses = fit(training.model, ctx.dataset, epochs=step.fine_tune_epochs, lr=step.learning_rate,
+                     batch_size=ctx.batch_size, seed=ctx.seed, progress=ctx.progress, description="cluster: fine-tune",
+                     on_step=training.step, loss_fn=ctx.loss_fn())
+    clustered = training.finalize()
+    return clustered, {"clusters": step.config.num_clusters, "per_channel": step.config.per_channel,
+                       "fine_tune_epochs": step.fine_tune_epochs, "final_loss": losses[-1] if losses else None,
+                       **ctx.quality(clustered)}
+
+
 def run_step(model: nn.Module, step, ctx: RunContext) -> tuple[nn.Module, dict]:
-    runner = {PruneStep: run_prune, FinetuneStep: run_finetune, QuantizeStep: run_quantize}[type(step)]
+    runner = {DistillStep: run_distill, PruneStep: run_prune, FactorizeStep: run_factorize,
+              FinetuneStep: run_finetune, ClusterStep: run_cluster, QuantizeStep: run_quantize}[type(step)]
     return runner(model, step, ctx)

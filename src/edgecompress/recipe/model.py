@@ -9,7 +9,15 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from .problems import InvalidRecipeError, validate_model
-from .rules import lint_stages, order_problems, prune_problems, quantize_problems
+from .rules import (
+    cluster_problems,
+    distill_problems,
+    factorize_problems,
+    lint_stages,
+    order_problems,
+    prune_problems,
+    quantize_problems,
+)
 from .schema import (
     PARAMS_BY_KIND,
     STAGE_ORDER,
@@ -68,6 +76,12 @@ class Recipe(RecipeHeader):
                 problems += quantize_problems(i, stage.config)
             elif stage.kind == "prune":
                 problems += prune_problems(i, stage.config)
+            elif stage.kind == "distill":
+                problems += distill_problems(i, stage.config)
+            elif stage.kind == "cluster":
+                problems += cluster_problems(i, stage.config)
+            elif stage.kind == "factorize":
+                problems += factorize_problems(i, stage.config)
         if problems:
             raise InvalidRecipeError(problems)
         return self

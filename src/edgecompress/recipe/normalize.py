@@ -67,8 +67,7 @@ def _stages_from_sections(data: Mapping[str, Any]) -> tuple[list[Stage], list[st
         section, section_problems = validate_model(model, data[name], name)
         problems += section_problems
         if section is not None and section.enabled:
-            # exclude_unset: which keys the user gave stays known (a pattern N:M derives an omitted sparsity)
-            params = PARAMS_BY_KIND[kind].model_validate(section.model_dump(exclude={"enabled"}, exclude_unset=True))
+            params = PARAMS_BY_KIND[kind].model_validate(section.model_dump(exclude={"enabled"}))
             found[kind] = Stage(kind=kind, config=params)
     return [found[k] for k in STAGE_ORDER if k in found], problems
 

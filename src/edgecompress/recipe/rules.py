@@ -76,7 +76,7 @@ def prune_problems(i: int, cfg: PruneParams) -> list[str]:
     where = f"stages[{i}] 'prune'"
     n_m = re.fullmatch(r"(\d+):(\d+)", cfg.pattern)
     problems = []
-    if n_m and "sparsity" in cfg.model_fields_set and abs(cfg.sparsity - (1 - int(n_m[1]) / int(n_m[2]))) > 1e-9:
+    if n_m and abs(cfg.sparsity - (1 - int(n_m[1]) / int(n_m[2]))) > 1e-9:
         problems.append(f"{where}: pattern {cfg.pattern} keeps {n_m[1]} of every {n_m[2]} weights, which is "
                         f"sparsity {1 - int(n_m[1]) / int(n_m[2]):g}; got sparsity {cfg.sparsity:g} (leave it out)")
     if cfg.pattern != "unstructured" and cfg.type not in ("magnitude", "gradient", "random"):
@@ -87,7 +87,9 @@ def prune_problems(i: int, cfg: PruneParams) -> list[str]:
                         f"fine_tune_epochs >= 1 (rounds of train → prune → rewind); got iterative: "
                         f"{str(cfg.iterative).lower()}, iterations: {cfg.iterations}, fine_tune_epochs: "
                         f"{cfg.fine_tune_epochs}")
-    given = [k for k in ("importance", "min_channels", "round_to", "prune_heads") if k in cfg.model_fields_set]
+    # compared with the defaults, not with the keys given: a normalised recipe (to_dict) lists every key
+    defaults = {"importance": None, "min_channels": 1, "round_to": 1, "prune_heads": True}
+    given = [k for k, default in defaults.items() if getattr(cfg, k) != default]
     if given and cfg.type != "structured":
         problems.append(f"{where}: {', '.join(given)} apply to type 'structured' (whole channels); got type "
                         f"{cfg.type!r}")
@@ -95,6 +97,34 @@ def prune_problems(i: int, cfg: PruneParams) -> list[str]:
         problems.append(f"{where}: rewind (lottery ticket) rewinds masked weights; type 'structured' removes "
                         "whole channels")
     return problems
+
+
+def factorize_problems(i: int, cfg) -> list[str]:
+    rules = [k for k in ("rank_ratio", "energy", "param_ratio") if getattr(cfg, k) is not None]
+    if len(rules) != 1:
+        return [f"stages[{i}] 'factorize': give exactly one of rank_ratio, energy, param_ratio; got "
+                f"{', '.join(rules) or 'none'}"]
+    if cfg.method == "cp" and cfg.energy is not None:
+        return [f"stages[{i}] 'factorize': method 'cp' has no singular values to keep energy of; use rank_ratio "
+                "or param_ratio"]
+    return []
+
+
+def cluster_problems(i: int, cfg) -> list[str]:
+    if cfg.bits is not None and cfg.clusters is not None:
+        return [f"stages[{i}] 'cluster': give bits ({cfg.bits}) or clusters ({cfg.clusters}), not both"]
+    return []
+
+
+def distill_problems(i: int, cfg) -> list[str]:
+    where = f"stages[{i}] 'distill'"
+    given = [k for k, default in (("student_width", 0.5), ("student_depth", None)) if getattr(cfg, k) != default]
+    if cfg.student is not None and given:
+        return [f"{where}: student {cfg.student!r} is a user factory; {', '.join(given)} shape a student built "
+                "from the teacher; give one or the other"]
+    if cfg.student is not None and ":" not in cfg.student:
+        return [f"{where}: student {cfg.student!r} is not 'module.path:factory'"]
+    return []
 
 
 def lint_stages(stages: Sequence[Stage], *, allow_unsafe_order: bool) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from types import MappingProxyType
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import (
@@ -21,6 +21,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     StringConstraints,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -28,8 +29,8 @@ from pydantic_core import PydanticCustomError
 TARGET_DEVICES: tuple[str, ...] = ("edge_mcu", "edge_gpu", "cloud")
 
 # The safe order of the stages; export is always last and comes from the `output` section.
-STAGE_ORDER: tuple[str, ...] = ("search", "distill", "prune", "finetune", "quantize")
-StageKind = Literal["search", "distill", "prune", "finetune", "quantize"]
+STAGE_ORDER: tuple[str, ...] = ("search", "distill", "prune", "factorize", "finetune", "cluster", "quantize")
+StageKind = Literal["search", "distill", "prune", "factorize", "finetune", "cluster", "quantize"]
 
 Number = Annotated[float, Strict(), AllowInfNan(False)]
 PositiveNumber = Annotated[Number, Gt(0)]
@@ -135,6 +136,16 @@ class PruneParams(FrozenModel):
     # reduction dimension survive; sparsity then defaults to 1 − N/M. block: whole block_shape tiles.
     pattern: SparsityPattern = "unstructured"
     block_shape: tuple[PositiveCount, PositiveCount] = (1, 4)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sparsity_of_the_pattern(cls, data: Any) -> Any:
+        """An omitted sparsity with pattern N:M is 1 − N/M (what the pattern means)."""
+        if isinstance(data, dict) and "sparsity" not in data and isinstance(data.get("pattern"), str):
+            n_m = re.fullmatch(r"(\d+):(\d+)", data["pattern"])
+            if n_m and int(n_m[2]) > 0:
+                data = {**data, "sparsity": 1 - int(n_m[1]) / int(n_m[2])}
+        return data
     # Lottery ticket: after each of the `iterations` rounds of fine-tune → prune, surviving weights go back to
     # their values after `rewind_steps` optimizer steps of the first round; the final ticket is then trained.
     rewind: StrictBool = False
@@ -147,12 +158,28 @@ class PruneParams(FrozenModel):
     prune_heads: StrictBool = True  # attention: remove whole heads
 
 
+LayerPair = tuple[LayerPattern, LayerPattern]
+
+
 class DistillParams(FrozenModel):
+    """Knowledge distillation: the model entering the stage is the teacher (frozen); a student is trained with
+    alpha·T²·KL(soft targets) + beta·CE(labels) (beta = 1 − alpha unless given), plus feature and attention
+    transfer between named (student, teacher) layer pairs."""
+
     temperature: PositiveNumber = 4.0
     alpha: Fraction = 0.5
     beta: Fraction | None = None
     epochs: Count = 10
     learning_rate: PositiveNumber = 1e-3
+    # The student: the teacher's family with channels × student_width and blocks × student_depth (reference
+    # families), or `student: module.path:factory` returning an nn.Module (imported, never unpickled).
+    student_width: Annotated[Number, Gt(0), Le(1)] = 0.5
+    student_depth: Annotated[Number, Gt(0), Le(1)] | None = None
+    student: NonEmptyStr | None = None
+    feature_pairs: tuple[LayerPair, ...] = ()  # [student layer, teacher layer]: exact names or re:<regex>
+    feature_weight: PositiveNumber = 1.0
+    attention_pairs: tuple[LayerPair, ...] = ()
+    attention_weight: PositiveNumber = 500.0
 
 
 class SearchParams(FrozenModel):
@@ -170,13 +197,45 @@ class FinetuneParams(FrozenModel):
 # The finetune stage has no section of its own in the sectioned form; this name matches the others'.
 FinetuneSection = FinetuneParams
 
-StageParams = SearchParams | DistillParams | PruneParams | FinetuneParams | QuantizeParams
+class FactorizeParams(FrozenModel):
+    """Low-rank factorization: SVD of Linear / 1×1 convs, Tucker-2 or CP of k×k convs, then fine-tuning. Exactly
+    one rank rule: rank_ratio (share of the full rank), energy (share of the squared singular values kept) or
+    param_ratio (share of each layer's parameters). Layers that would not get smaller stay as they are."""
+
+    method: Literal["auto", "svd", "tucker", "cp"] = "auto"
+    rank_ratio: Annotated[Number, Gt(0), Le(1)] | None = None
+    energy: Annotated[Number, Gt(0), Le(1)] | None = None
+    param_ratio: Annotated[Number, Gt(0), Le(1)] | None = None
+    min_rank: PositiveCount = 1
+    fine_tune_epochs: Count = 3
+    learning_rate: PositiveNumber = 1e-3
+    ignore: tuple[LayerPattern, ...] = ()
+
+
+class ClusterParams(FrozenModel):
+    """Weight sharing (k-means): each conv/linear weight takes one of 2^bits (or `clusters`) shared values per
+    layer (or per output channel), fine-tuned with the values shared; ONNX stores packed indices + codebook."""
+
+    bits: Annotated[StrictInt, Ge(1), Le(8)] | None = None
+    clusters: Annotated[StrictInt, Ge(2), Le(256)] | None = None
+    per_channel: StrictBool = False
+    init: Literal["kmeans++", "linear", "density"] = "kmeans++"
+    iterations: PositiveCount = 30
+    fine_tune_epochs: Count = 3
+    learning_rate: PositiveNumber = 5e-4
+    ignore: tuple[LayerPattern, ...] = ()
+
+
+StageParams = (SearchParams | DistillParams | PruneParams | FactorizeParams | FinetuneParams | ClusterParams
+               | QuantizeParams)
 
 PARAMS_BY_KIND: MappingProxyType[str, type[FrozenModel]] = MappingProxyType({
     "search": SearchParams,
     "distill": DistillParams,
     "prune": PruneParams,
+    "factorize": FactorizeParams,
     "finetune": FinetuneParams,
+    "cluster": ClusterParams,
     "quantize": QuantizeParams,
 })
 
@@ -199,11 +258,21 @@ class NasSection(SearchParams):
     enabled: StrictBool = False
 
 
+class ClusteringSection(ClusterParams):
+    enabled: StrictBool = False
+
+
+class LowRankSection(FactorizeParams):
+    enabled: StrictBool = False
+
+
 # Technique section name -> (its model, the stage kind it becomes).
 TECHNIQUE_SECTIONS: MappingProxyType[str, tuple[type[FrozenModel], str]] = MappingProxyType({
     "nas": (NasSection, "search"),
     "distillation": (DistillationSection, "distill"),
     "pruning": (PruningSection, "prune"),
+    "lowrank": (LowRankSection, "factorize"),
+    "clustering": (ClusteringSection, "cluster"),
     "quantization": (QuantizationSection, "quantize"),
 })
 

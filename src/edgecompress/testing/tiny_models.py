@@ -119,3 +119,20 @@ class TinyTokenEncoder(nn.Module):
         lengths = torch.randint(2, self.seq_len + 1, (batch_size, 1))
         mask = (torch.arange(self.seq_len)[None, :] < lengths).long()
         return ids * mask, mask
+
+
+class TinyWide1d(nn.Module):
+    """Conv1d(16→32, k5) → Linear(256→128) → Linear(128→10): weights large enough (2.5k–33k) for the exporter's
+    compact storage of sparse and clustered weights; input (B, 16, 8)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(16, 32, 5, padding=2)
+        self.fc1 = nn.Linear(32 * 8, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(torch.relu(self.conv(x)).flatten(1))))
+
+    def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
+        return (torch.randn(batch_size, 16, 8),)
