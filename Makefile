@@ -30,6 +30,7 @@ bench: setup
 	$(PY) benchmarks/run.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/quantization.py
 	$(PY) benchmarks/pruning.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/distill_lowrank.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -83,5 +83,37 @@ def pruning() -> str:
     return _table(header, body) + "\n\n" + goals
 
 
+def distill_lowrank() -> str:
+    data = json.loads((RESULTS / "distill_lowrank.json").read_text())
+    out = []
+    kd = data.get("distillation")
+    if kd:
+        body = [[r["variant"], f"{r['student_params']:,}", ", ".join(f"{a:.3f}" for a in r["accuracies"]),
+                 _f(r["mean"], ".4f"), _f(r["stdev"], ".4f"), _f(r["gain_points"], "+.2f")] for r in kd["rows"]]
+        out.append(f"Teacher {kd['rows'][0]['teacher_params']:,} parameters, {kd['teacher_accuracy']:.3f} in ONNX "
+                   f"Runtime; student {kd['epochs']} epochs at lr {kd['learning_rate']:g}, seeds "
+                   f"{', '.join(map(str, kd['seeds']))}.\n\n"
+                   + _table(["student training", "params", "accuracy per seed", "mean", "stdev", "vs scratch pts"],
+                            body))
+    for key, title in (("low_rank", "low-rank"), ("clustering", "clustering")):
+        rows = data.get(key)
+        if rows:
+            body = [[r["model"], r["variant"], _f(r["accuracy_float"], ".4f"), _f(r["accuracy"], ".4f"),
+                     f"{r['params']:,}", _f(r["params_ratio"], ".2f"), _f(r["macs_ratio"], ".2f"),
+                     _f(r["size_bytes"] / 1024, ".1f"), _f(r["size_ratio"], ".2f"), _f(r["ota_ratio"], ".2f"),
+                     _f(r["latency_float_b1_ms"], ".4f"), _f(r["latency_b1_ms"], ".4f")] for r in rows]
+            out.append(f"**{title}**\n\n" + _table(
+                ["model", "variant", "acc float", "acc (ORT)", "params", "params ×", "MACs ×", "size KB",
+                 "×size", "×OTA", "p50 b1 float ms", "p50 b1 ms"], body))
+    rows = data.get("minilm_svd")
+    if rows:
+        body = [[_f(r["rank_ratio"], ".2f"), f"{r['params']:,}", _f(r["params_ratio"], ".3f"),
+                 _f(r["cosine_mean"], ".4f"), _f(r["cosine_min"], ".4f")] for r in rows]
+        out.append("**all-MiniLM-L6-v2, SVD of the 12 feed-forward layers, no fine-tuning**\n\n" + _table(
+            ["rank ratio", "params", "× params", "cos mean", "cos min"], body))
+    return "\n\n".join(out)
+
+
 if __name__ == "__main__":
-    print({"foundation": foundation, "quantization": quantization, "pruning": pruning}[sys.argv[1]]())
+    print({"foundation": foundation, "quantization": quantization, "pruning": pruning,
+           "distill_lowrank": distill_lowrank}[sys.argv[1]]())
