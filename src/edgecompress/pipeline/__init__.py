@@ -90,7 +90,9 @@ def compress(model: nn.Module, recipe, *, data, example_inputs=None, out_dir: st
     _check_model_runs(original, dataset)
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="edgecompress-"))
     out.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(dataset, original, recipe.training.batch_size, recipe.training.seed, example_inputs, progress)
+    kd = recipe.training.distill_fine_tuning
+    ctx = RunContext(dataset, original, recipe.training.batch_size, recipe.training.seed, example_inputs, progress,
+                     distill=None if kd is None else (kd.temperature, kd.alpha))
     exporter = plan.exporter
     metadata = {"edgecompress_version": __version__, "source_model_sha256": _sha256_of_state(original),
                 "recipe": json.dumps(recipe.to_dict(), sort_keys=True)} if recipe.output.include_metadata else {}

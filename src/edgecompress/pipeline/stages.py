@@ -15,7 +15,7 @@ from torch import nn
 
 from ..clustering import ClusteredTraining
 from ..datasets import Dataset
-from ..distillation import Distiller, check_student, make_student
+from ..distillation import Distiller, check_student, kd_loss, make_student
 from ..lowrank import factorize
 from ..measure import count_params, fidelity, layer_sparsity, sparsity
 from ..model_io import load_model
@@ -39,12 +39,23 @@ class RunContext:
     seed: int
     example_inputs: tuple[torch.Tensor, ...]
     progress: Progress | None = None
+    distill: tuple[float, float] | None = None  # (temperature, alpha): fine-tuning distils from the teacher
 
     def loss_fn(self):
-        """Cross-entropy on labels, or, without labels, KL divergence to the original model's outputs."""
+        """Cross-entropy on labels; with ``distill``, the KD loss against the original model and the labels;
+        without labels, KL divergence to the original model's outputs."""
+        teacher = self.teacher
+        if self.dataset.labelled and self.distill is not None:
+            temperature, alpha = self.distill
+
+            def knowledge_distillation(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    target = teacher(x)
+                return kd_loss(model(x), target, y, temperature=temperature, alpha=alpha)
+
+            return knowledge_distillation
         if self.dataset.labelled:
             return None
-        teacher = self.teacher
 
         def distill_from_original(model: nn.Module, x: torch.Tensor, _y) -> torch.Tensor:
             with torch.no_grad():

@@ -295,10 +295,19 @@ class OutputSection(FrozenModel):
     include_metadata: StrictBool = True
 
 
+class FineTuneDistillation(FrozenModel):
+    """Fine-tuning learns from the original model's soft targets as well as from the labels (KD loss)."""
+
+    temperature: PositiveNumber = 4.0
+    alpha: Fraction = 0.5  # weight of the soft loss; the labels get 1 − alpha
+
+
 class TrainingSection(FrozenModel):
     batch_size: PositiveCount = 128
     seed: Count = 0
     eval_batch_size: PositiveCount = 512
+    # Every fine-tuning after pruning, factorization, clustering and QAT distils from the original model.
+    distill_fine_tuning: FineTuneDistillation | None = None
 
 
 class RecipeHeader(FrozenModel):
