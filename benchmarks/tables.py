@@ -90,9 +90,11 @@ def distill_lowrank() -> str:
     if kd:
         body = [[r["variant"], f"{r['student_params']:,}", ", ".join(f"{a:.3f}" for a in r["accuracies"]),
                  _f(r["mean"], ".4f"), _f(r["stdev"], ".4f"), _f(r["gain_points"], "+.2f")] for r in kd["rows"]]
+        t = kd["training"]
         out.append(f"Teacher {kd['rows'][0]['teacher_params']:,} parameters, {kd['teacher_accuracy']:.3f} in ONNX "
-                   f"Runtime; student {kd['epochs']} epochs at lr {kd['learning_rate']:g}, seeds "
-                   f"{', '.join(map(str, kd['seeds']))}.\n\n"
+                   f"Runtime; every student trained like the teacher ({t['epochs']} epochs, lr {t['lr']:g}, batch "
+                   f"{t['batch_size']}, weight decay {t['weight_decay']:g}), seeds {', '.join(map(str, kd['seeds']))}."
+                   "\n\n"
                    + _table(["student training", "params", "accuracy per seed", "mean", "stdev", "vs scratch pts"],
                             body))
     for key, title in (("low_rank", "low-rank"), ("clustering", "clustering")):
