@@ -71,3 +71,17 @@ def test_fine_tuning_after_pruning_can_distil_from_the_original(tmp_path, fast_m
     assert result.report["recipe"]["training"]["distill_fine_tuning"] == {"temperature": 3.0, "alpha": 0.6}
     # measured 0.801 at 70 % one-shot sparsity after 2 epochs (cross-entropy alone: 0.786; float 0.948)
     assert result.report["compressed"]["accuracy"] >= 0.75
+
+
+def test_progressive_distillation_through_an_assistant(tmp_path, fast_measure):
+    loaded = load_model("builtin:mnist1d_cnn")
+    recipe = {"distillation": {"enabled": True, "epochs": 2, "learning_rate": 0.01, "assistant_widths": [0.75],
+                               "student_width": 0.4},
+              "output": {"format": "onnx"}}
+    result = compress(loaded.model, recipe, data=loaded.dataset, example_inputs=loaded.example_inputs,
+                      out_dir=tmp_path, measure=fast_measure)
+    stage = result.report["stages"][1]
+    params = [link["params"] for link in stage["chain"]]
+    assert len(params) == 2 and stage["teacher_params"] > params[0] > params[1] == stage["student_params"]
+    with pytest.raises(RecipeError, match="must shrink from teacher to student"):
+        load_recipe({"distillation": {"enabled": True, "assistant_widths": [0.3], "student_width": 0.5}})

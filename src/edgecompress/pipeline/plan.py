@@ -34,6 +34,7 @@ class DistillStep:
     width: float
     depth: float | None
     factory: str | None  # module.path:factory of a user student
+    assistant_widths: tuple[float, ...] = ()  # progressive: teacher → assistants (these widths) → student
     name: str = "distill"
 
 
@@ -89,7 +90,7 @@ def _distill_step(cfg) -> DistillStep:
                            learning_rate=cfg.learning_rate, feature_pairs=cfg.feature_pairs,
                            feature_weight=cfg.feature_weight, attention_pairs=cfg.attention_pairs,
                            attention_weight=cfg.attention_weight)
-    return DistillStep(config, cfg.student_width, cfg.student_depth, cfg.student)
+    return DistillStep(config, cfg.student_width, cfg.student_depth, cfg.student, tuple(cfg.assistant_widths))
 
 
 def _prune_step(cfg, seed: int) -> PruneStep:

@@ -230,24 +230,31 @@ def _mixed_precision_config(model: nn.Module, step: QuantizeStep, ctx: RunContex
 
 def run_distill(model: nn.Module, step: DistillStep, ctx: RunContext) -> tuple[nn.Module, dict]:
     """The model so far is the teacher; the student (built from it, or the user's factory) is trained with the
-    distillation loss and becomes the model of the stages that follow."""
+    distillation loss and becomes the model of the stages that follow. With assistants, each link of the chain
+    teacher → assistant(s) → student learns from the one before it (D4)."""
     teacher = model
     if step.factory is not None:
         student = load_model(step.factory).model.train()
     else:
         student = make_student(teacher, width=step.width, depth=step.depth, seed=ctx.seed)
-    check_student(teacher, student, example_inputs=ctx.example_inputs)
-    config = step.config
-    with Distiller(teacher, student, config, example_inputs=ctx.example_inputs) as distiller:
-        losses = fit(distiller.model, ctx.dataset, epochs=config.epochs, lr=config.learning_rate,
-                     batch_size=ctx.batch_size, seed=ctx.seed, progress=ctx.progress, description="distill",
-                     loss_fn=distiller.loss_fn)
-        student = distiller.finalize()
-    student.eval()
-    return student, {"student": step.factory or f"width {step.width:g}, depth {step.depth or 1:g}",
-                     "teacher_params": count_params(teacher), "student_params": count_params(student),
-                     "temperature": config.temperature, "alpha": config.alpha, "epochs": config.epochs,
-                     "final_loss": losses[-1] if losses else None, **ctx.quality(student)}
+    chain = [make_student(teacher, width=w, depth=step.depth, seed=ctx.seed) for w in step.assistant_widths]
+    chain.append(student)
+    config, current, losses, links = step.config, teacher, [], []
+    for i, learner in enumerate(chain, start=1):
+        check_student(current, learner, example_inputs=ctx.example_inputs)
+        label = "distill" if len(chain) == 1 else f"distill {i}/{len(chain)}"
+        with Distiller(current, learner, config, example_inputs=ctx.example_inputs) as distiller:
+            losses = fit(distiller.model, ctx.dataset, epochs=config.epochs, lr=config.learning_rate,
+                         batch_size=ctx.batch_size, seed=ctx.seed, progress=ctx.progress, description=label,
+                         loss_fn=distiller.loss_fn)
+            learner = distiller.finalize()
+        learner.eval()
+        links.append({"params": count_params(learner), **ctx.quality(learner)})
+        current = learner
+    return current, {"student": step.factory or f"width {step.width:g}, depth {step.depth or 1:g}",
+                     "teacher_params": count_params(teacher), "student_params": count_params(current),
+                     "chain": links, "temperature": config.temperature, "alpha": config.alpha,
+                     "epochs": config.epochs, "final_loss": losses[-1] if losses else None, **ctx.quality(current)}
 
 
 def run_factorize(model: nn.Module, step: FactorizeStep, ctx: RunContext) -> tuple[nn.Module, dict]:

@@ -124,6 +124,10 @@ def distill_problems(i: int, cfg) -> list[str]:
                 "from the teacher; give one or the other"]
     if cfg.student is not None and ":" not in cfg.student:
         return [f"{where}: student {cfg.student!r} is not 'module.path:factory'"]
+    widths = list(cfg.assistant_widths) + ([cfg.student_width] if cfg.student is None else [])
+    if any(a <= b for a, b in zip(widths, widths[1:], strict=False)):
+        return [f"{where}: assistant_widths {list(cfg.assistant_widths)} must shrink from teacher to student "
+                f"(largest first, each above the student's width {cfg.student_width:g})"]
     return []
 
 

@@ -176,6 +176,8 @@ class DistillParams(FrozenModel):
     student_width: Annotated[Number, Gt(0), Le(1)] = 0.5
     student_depth: Annotated[Number, Gt(0), Le(1)] | None = None
     student: NonEmptyStr | None = None
+    # Progressive distillation: teacher → assistants of these widths (largest first) → student.
+    assistant_widths: tuple[Annotated[Number, Gt(0), Le(1)], ...] = ()
     feature_pairs: tuple[LayerPair, ...] = ()  # [student layer, teacher layer]: exact names or re:<regex>
     feature_weight: PositiveNumber = 1.0
     attention_pairs: tuple[LayerPair, ...] = ()
