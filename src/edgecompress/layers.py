@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
+import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import RecipeError
 
@@ -57,3 +59,22 @@ def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
 def _ignored(name: str, ignore: tuple[str, ...]) -> bool:
     parts = name.split(".")
     return any(matches(".".join(parts[:i]), ignore) for i in range(1, len(parts) + 1))
+
+
+def count_macs(model: nn.Module, example_inputs: tuple | torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass on ``example_inputs`` (so for their batch size), in eval
+    mode, counted by ``torch.utils.flop_counter``: matmul, linear, convolution and attention kernels,
+    which it counts as 2 FLOPs per MAC. Element-wise ops, activations, normalisation and bias additions
+    are not counted. Each module's train/eval mode is restored afterwards. (Here rather than in measure so
+    that techniques, which may not import measure, count exactly what the report counts.)"""
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(*inputs)
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    return int(counter.get_total_flops()) // 2

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .onnx_graph import consumers, element_count, only_read_as_weight, prepend_nodes
+from .onnx_graph import prepend_nodes, weight_initializers
 
 _TYPES = {onnx.TensorProto.FLOAT: np.uint32, onnx.TensorProto.FLOAT16: np.uint16}  # → the view of its bits
 _WEIGHT_READERS = {"Conv": 1, "Gemm": 1, "MatMul": 1}
@@ -47,13 +47,9 @@ class _Layout:
 def store_codebook_weights(graph: onnx.GraphProto) -> list[str]:
     """Rewrite every float weight that has few enough distinct values as packed indices + codebook; returns the
     names rewritten."""
-    users = consumers(graph)
     present = {i.name for i in graph.initializer}
     rewritten, new_nodes = [], []
-    for init in list(graph.initializer):
-        if (init.data_type not in _TYPES or element_count(init) < _MIN_ELEMENTS
-                or not only_read_as_weight(init, users, _WEIGHT_READERS)):
-            continue
+    for init in weight_initializers(graph, _TYPES, _WEIGHT_READERS, _MIN_ELEMENTS):
         values = numpy_helper.to_array(init)
         layout = _cheapest_layout(values, _TYPES[init.data_type])
         if layout is None or layout.payload >= _sparse_payload(values):

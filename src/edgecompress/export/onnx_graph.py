@@ -42,6 +42,15 @@ def only_read_as_weight(init: onnx.TensorProto, users: dict[str, list[onnx.NodeP
                                for r in found)
 
 
+def weight_initializers(graph: onnx.GraphProto, types, readers: dict[str, int], min_elements: int
+                        ) -> list[onnx.TensorProto]:
+    """Initializers of one of ``types`` with at least ``min_elements`` elements that are read only as the weight
+    input of ``readers``: what the storage rewrites (sparse, codebook) may replace."""
+    users = consumers(graph)
+    return [i for i in graph.initializer if i.data_type in types and element_count(i) >= min_elements
+            and only_read_as_weight(i, users, readers)]
+
+
 def prepend_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:
     """Put ``nodes`` first; they read only initializers, so the graph stays topologically sorted."""
     if nodes:

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .onnx_graph import consumers, element_count, only_read_as_weight, prepend_nodes
+from .onnx_graph import prepend_nodes, weight_initializers
 
 # Element types the rebuild's Gather handles, and the ops whose weight inputs are rewritten.
 _TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
@@ -34,12 +34,8 @@ _SHARED = {
 
 def store_sparse_weights(graph: onnx.GraphProto) -> list[str]:
     """Rewrite every sparse enough weight initializer as bitmask + values; returns the names rewritten."""
-    users = consumers(graph)
     rewritten, new_nodes = [], []
-    for init in list(graph.initializer):
-        if (init.data_type not in _TYPES or element_count(init) < _MIN_ELEMENTS
-                or not only_read_as_weight(init, users, _WEIGHT_READERS)):
-            continue
+    for init in weight_initializers(graph, _TYPES, _WEIGHT_READERS, _MIN_ELEMENTS):
         values = numpy_helper.to_array(init)
         nodes, tensors = _rebuild(init.name, values)
         added = sum(t.ByteSize() for t in tensors) + sum(n.ByteSize() for n in nodes)

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from torch.utils.flop_counter import FlopCounterMode
+
+from ..layers import count_macs
 
 # Lookup tables: their rows are gathered, not multiplied, so their zeros save no compute.
 _LOOKUP_TABLES = (nn.Embedding, nn.EmbeddingBag)
@@ -60,28 +61,6 @@ def count_params(model: nn.Module) -> int:
         if id(tensor) in buffers:
             params.setdefault(id(tensor), tensor.numel())
     return int(sum(params.values()))
-
-
-def _flop_count(model: nn.Module, example_inputs: tuple | torch.Tensor) -> int:
-    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            model(*inputs)
-    finally:
-        for module, training in modes.items():
-            module.training = training
-    return int(counter.get_total_flops())
-
-
-def count_macs(model: nn.Module, example_inputs: tuple | torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass on ``example_inputs`` (so for their batch size), in eval
-    mode, counted by ``torch.utils.flop_counter``: matmul, linear, convolution and attention kernels,
-    which it counts as 2 FLOPs per MAC. Element-wise ops, activations, normalisation and bias additions
-    are not counted. Each module's train/eval mode is restored afterwards."""
-    return _flop_count(model, example_inputs) // 2
 
 
 def count_flops(model: nn.Module, example_inputs: tuple | torch.Tensor) -> int:

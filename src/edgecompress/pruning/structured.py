@@ -18,12 +18,11 @@ import torch
 import torch_pruning as tp
 from torch import nn
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import FlopCounterMode
 from torch_pruning.dependency import Dependency, Group, Node
 from torch_pruning.pruner import function as tpf
 
 from ..errors import DataError, RecipeError, UnsupportedError
-from ..layers import matches
+from ..layers import count_macs, matches
 from .structured_config import StructuredPruneConfig
 from .structured_graph import Graph, build_graph, modes_kept, reshape_problem, slice_problem
 from .structured_importance import Batch, accumulate_gradients, criterion_for
@@ -500,15 +499,6 @@ def _params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _macs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
-    # The same count as edgecompress.measure.count_macs (a technique may not import measure): flop_counter's
-    # matmul / convolution / attention FLOPs, 2 per MAC.
-    counter = FlopCounterMode(display=False)
-    with modes_kept(model, eval_mode=True), torch.no_grad(), counter:
-        model(*inputs)
-    return counter.get_total_flops() // 2
-
-
 def _output_shapes(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[tuple[int, ...]]:
     with modes_kept(model, eval_mode=True), torch.no_grad():
         return [tuple(t.shape) for t in tree_flatten(model(*inputs))[0] if isinstance(t, torch.Tensor)]
@@ -552,5 +542,5 @@ def prune_structured(model: nn.Module, config: StructuredPruneConfig | None = No
     _check_runs(model, pruned, plan, inputs)
     before, after = _widths(model), _widths(pruned)
     removed = {name: (before[name] - after[name], after[name]) for name in before}
-    return StructuredResult(pruned, plan, removed, _params(model), _params(pruned), _macs(model, inputs),
-                            _macs(pruned, inputs))
+    return StructuredResult(pruned, plan, removed, _params(model), _params(pruned), count_macs(model, inputs),
+                            count_macs(pruned, inputs))
