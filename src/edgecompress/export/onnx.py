@@ -80,9 +80,11 @@ def _quiet_registration():
 
 def _strip_debug_info(proto):
     """Drop what the exporter adds for debugging (per-node stack traces and module paths, intermediate
-    shape annotations, doc strings): on a small model it outweighs the weights, and runtimes ignore it."""
+    shape annotations, doc strings, the torch.export graph signature listing every buffer): on a small
+    model it outweighs the weights, and runtimes ignore it."""
     graph = proto.graph
     del graph.value_info[:]
+    del graph.metadata_props[:]
     for node in graph.node:
         del node.metadata_props[:]
         node.doc_string = ""
