@@ -122,6 +122,9 @@ def _quantize_step(cfg: QuantizeParams, exporter: Exporter) -> QuantizeStep:
         raise UnsupportedError("quantization type 'fp32' quantizes nothing; disable the quantization section "
                                "instead")
     if cfg.type == "fp16":
+        if cfg.smoothing:
+            raise UnsupportedError("smoothing with type 'fp16' is not available: float16 has no activation "
+                                   "quantization to smooth; allowed with int8 and mixed")
         return QuantizeStep("fp16", cfg, None, 0)
     bits, ternary = _WEIGHT_TYPES[cfg.type]
     reduce_range = exporter.saturates_int8_weights() if cfg.reduce_range == "auto" else cfg.reduce_range
@@ -134,6 +137,10 @@ def _quantize_step(cfg: QuantizeParams, exporter: Exporter) -> QuantizeStep:
         raise UnsupportedError(f"group_size {cfg.group_size} with strategy 'quantization_aware' is not available: "
                                "QAT learns one scale per output channel; remove group_size")
     grouped = low_bit and cfg.strategy == "post_training"
+    if cfg.smoothing and grouped:
+        raise UnsupportedError(f"smoothing with type {cfg.type!r} post-training is not available: weight-only "
+                               "quantization keeps activations float, so there is nothing to smooth; allowed with "
+                               "int8 (post_training, dynamic, quantization_aware) and mixed")
     group_size = cfg.group_size if cfg.group_size is not None else (DEFAULT_GROUP_SIZE if grouped else None)
     config = QuantConfig(observer=cfg.observer, percentile=cfg.percentile, per_channel=cfg.per_channel,
                          activation_dtype=cfg.activation_dtype, fold_batchnorm=cfg.fold_batchnorm,
@@ -145,7 +152,8 @@ def _quantize_step(cfg: QuantizeParams, exporter: Exporter) -> QuantizeStep:
                          weight_only=low_bit and cfg.strategy == "post_training",
                          equalization=cfg.equalization, equalization_relu6=cfg.equalization_relu6,
                          bias_correction=cfg.bias_correction, adaround=cfg.adaround,
-                         adaround_iterations=cfg.adaround_iterations)
+                         adaround_iterations=cfg.adaround_iterations, smoothing=cfg.smoothing,
+                         smoothing_alpha=None if cfg.smoothing_alpha == "auto" else float(cfg.smoothing_alpha))
     method = {"post_training": "static", "dynamic": "dynamic", "quantization_aware": "qat"}[cfg.strategy]
     if cfg.type == "mixed":
         method = "mixed"

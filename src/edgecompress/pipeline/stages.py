@@ -25,7 +25,9 @@ from ..pruning.structured import prune_structured
 from ..pruning.structured_config import StructuredPruneConfig
 from ..quantization import DynamicConfig, QuantConfig, layer_summary, quantize, quantize_dynamic
 from ..quantization.fp16 import HalfPrecision
+from ..quantization.inputs import calibration_batches
 from ..quantization.mixed import plan_mixed_precision
+from ..quantization.ptq import smoothed_for
 from ..quantization.qat import QATConfig, QuantizationAwareTraining
 from ..training import evaluate_accuracy, fit, predict
 from .plan import ClusterStep, DistillStep, FactorizeStep, FinetuneStep, PruneStep, QuantizeStep
@@ -166,18 +168,23 @@ def run_quantize(model: nn.Module, step: QuantizeStep, ctx: RunContext) -> tuple
     if step.method == "fp16":
         qmodel = HalfPrecision(model)
         info = {"scheme": "fp16"}
-    elif step.method == "dynamic":  # no calibration: activation ranges are measured at run time
+    elif step.method == "dynamic":  # activation ranges are measured at run time; calibration only to smooth
         cfg = step.config
+        if cfg.smoothing:
+            model, cfg = smoothed_for(model, cfg, calibration_batches(_calibration(step, ctx)))
         qmodel = quantize_dynamic(model, DynamicConfig(per_channel=cfg.per_channel, ignore=cfg.ignore,
                                                        reduce_range=cfg.reduce_range))
         info = {"scheme": "int8", "method": "dynamic", "per_channel": cfg.per_channel,
-                "weight_bits": 7 if cfg.reduce_range else 8, "note": step.note}
+                "weight_bits": 7 if cfg.reduce_range else 8, "smoothing": cfg.smoothing, "note": step.note}
     else:
-        n = min(step.calibration_samples, ctx.dataset.x_train.shape[0])
-        calibration = ctx.dataset.calibration_inputs(n, seed=ctx.seed)
+        calibration = _calibration(step, ctx)
+        n = calibration.shape[0]
         cfg, extra = step.config, {}
         if step.method == "qat":
-            qmodel, extra["qat"] = _quantization_aware_training(model, step, ctx, calibration)
+            if cfg.smoothing:  # QAT starts from the smoothed model, so training keeps the flattened inputs
+                model, cfg = smoothed_for(model, cfg, calibration_batches(calibration))
+            qmodel, extra["qat"] = _quantization_aware_training(model, dataclasses.replace(step, config=cfg),
+                                                                ctx, calibration)
         else:
             if step.method == "mixed":
                 cfg, extra["mixed"] = _mixed_precision_config(model, step, ctx, calibration, n)
@@ -188,10 +195,16 @@ def run_quantize(model: nn.Module, step: QuantizeStep, ctx: RunContext) -> tuple
                 "activation_dtype": None if cfg.weight_only else cfg.activation_dtype,
                 "weight_bits": 7 if cfg.reduce_range and cfg.weight_bits == 8 else cfg.weight_bits,
                 "group_size": cfg.group_size, "equalization": cfg.equalization,
-                "bias_correction": cfg.bias_correction, "adaround": cfg.adaround, "note": step.note,
+                "bias_correction": cfg.bias_correction, "adaround": cfg.adaround, "smoothing": cfg.smoothing,
+                "smoothing_alpha": "auto" if cfg.smoothing_alpha is None else cfg.smoothing_alpha, "note": step.note,
                 "layers": layer_summary(qmodel), **extra}
     info["quantize_seconds"] = round(time.perf_counter() - started, 3)
     return qmodel, {**info, **ctx.quality(qmodel)}
+
+
+def _calibration(step: QuantizeStep, ctx: RunContext) -> torch.Tensor:
+    n = min(step.calibration_samples, ctx.dataset.x_train.shape[0])
+    return ctx.dataset.calibration_inputs(n, seed=ctx.seed)
 
 
 def _quantization_aware_training(model: nn.Module, step: QuantizeStep, ctx: RunContext,

@@ -18,9 +18,10 @@ from .observers import (
 )
 from .ptq import calibrate, layer_summary, quantize
 from .qat import QATConfig, QuantizationAwareTraining
+from .smoothing import SmoothingConfig, smooth
 from .weight_only import QuantizedEmbedding, quantize_weights
 
-__all__ = ["quantize_weights", "QuantizedEmbedding",
+__all__ = ["quantize_weights", "QuantizedEmbedding", "smooth", "SmoothingConfig",
            "equalize", "EqualizationReport", "correct_bias", "adaround", "AdaRoundSettings",
            "QuantConfig", "DynamicConfig", "quantize_dynamic", "QATConfig", "QuantizationAwareTraining",
            "fold_batchnorm", "fold_bn_into", "prepare", "convert", "calibrate", "quantize",

@@ -45,6 +45,10 @@ class QuantConfig:
     bias_correction: bool = False
     adaround: bool = False
     adaround_iterations: int = 1000
+    # SmoothQuant before quantizing: per-channel factors move activation outliers into the Linear weights;
+    # smoothing_alpha None chooses the strength per layer on the calibration data (see smoothing.py)
+    smoothing: bool = False
+    smoothing_alpha: float | None = None
 
     def __post_init__(self) -> None:
         if self.observer not in OBSERVERS:
@@ -62,6 +66,8 @@ class QuantConfig:
             raise RecipeError(f"group_size must be >= 2 or None, got {self.group_size}")
         if self.equalization_relu6 not in ("keep", "replace"):
             raise RecipeError(f"equalization_relu6 {self.equalization_relu6!r} is not allowed; allowed: keep, replace")
+        if self.smoothing_alpha is not None and not 0.0 <= self.smoothing_alpha <= 1.0:
+            raise RecipeError(f"smoothing_alpha must be in [0, 1] or None (auto), got {self.smoothing_alpha}")
         if self.adaround_iterations < 1:
             raise RecipeError(f"adaround_iterations must be >= 1, got {self.adaround_iterations}")
         layer_bits = tuple((str(name), int(bits)) for name, bits in dict(self.layer_bits).items())

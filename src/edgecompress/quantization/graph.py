@@ -4,7 +4,11 @@ need them.
 
 Placement rules (what ONNX Runtime's QDQ fusion and TFLite's int8 kernels expect):
 - every input of a quantized op (QuantizedLayer, add, mul, cat) is quantized;
-- the output of a quantized op is quantized after its activation (ReLU/ReLU6 folds into the op);
+- the output of a quantized op is quantized after its activation (ReLU/ReLU6 folds into the op), except
+  a Linear's output that reaches only float ops (GELU, LayerNorm, a residual add of a transformer, attention
+  arithmetic): re-quantizing it per tensor would only add error (BERT's outlier-heavy projections lose
+  most of their accuracy there), and runtimes fuse such a Linear into an integer product with a float
+  result (ONNX Runtime's MatMulIntegerToFloat), as ONNX Runtime's and NNCF's own quantizers leave it;
 - shape and pooling ops that keep values in range (flatten, reshape, max/avg pool, standalone ReLU,
   dropout) reuse their input's quantizer, so the integer tensor flows through them unchanged;
 - any other op (softmax, layer norm, GELU, ...) runs in float between a dequantize and a quantize;
@@ -184,6 +188,19 @@ class _Placer:
         self.outputs.add(q)
         return q
 
+    def _reaches_integer_op(self, node: fx.Node, from_activations: set[fx.Node]) -> bool:
+        """Whether ``node``'s value reaches, directly or through pass-through ops, a quantized op or the graph
+        output (kept integer for full-integer targets)."""
+        for user in node.users:
+            if user.op == "output" or _is_quantized_op(self.gm, user) and (
+                    not (user.op == "call_function" and user.target in _ARITHMETIC_FUNCTIONS)
+                    or all(a in from_activations for a in _tensor_inputs(user))):
+                return True
+            if _is_pass_through(self.gm, user) and user.args and user.args[0] is node and self._reaches_integer_op(
+                    user, from_activations):
+                return True
+        return False
+
     def run(self) -> None:
         gm = self.gm
         from_activations = _derived_from_float_inputs(gm)
@@ -199,7 +216,10 @@ class _Placer:
                 users = list(node.users)
                 if len(users) == 1 and _is_activation(gm, users[0]):
                     out = users[0]
-                self.after(out, rewire=True)
+                mod = _module(gm, node)
+                if not (isinstance(mod, QuantizedLayer) and mod.kind == "linear") or self._reaches_integer_op(
+                        out, from_activations):
+                    self.after(out, rewire=True)
             elif _is_pass_through(gm, node) and node.args and node.args[0] in self.outputs:
                 shared = str(node.args[0].target)
                 self.after(node, shared, rewire=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from rich.progress import Progress
 from torch import fx, nn
@@ -14,6 +16,7 @@ from .equalize import equalize
 from .graph import convert, prepare
 from .inputs import Batch, CalibrationData, calibration_batches, model_inputs
 from .modules import ActivationQuantizer, QuantizedLayer
+from .smoothing import SmoothingConfig, smooth
 
 
 @torch.no_grad()
@@ -32,6 +35,8 @@ def quantize(model: nn.Module, config: QuantConfig | None = None, *, calibration
     batches = calibration_batches(calibration, inputs=len(example_inputs) if example_inputs else 1)
     example_inputs = example_inputs or tuple(t[:1] for t in batches[0])
     source = model
+    if config.smoothing:
+        source, config = smoothed_for(model, config, batches)
     if config.equalization:
         source = equalize(model, example_inputs, relu6=config.equalization_relu6, ignore=config.ignore,
                           fold_bn=config.fold_batchnorm).model
@@ -42,6 +47,16 @@ def quantize(model: nn.Module, config: QuantConfig | None = None, *, calibration
     if config.bias_correction:  # after AdaRound: it corrects the shift of the final rounding
         correct_bias(gm, batches)
     return convert(gm)
+
+
+def smoothed_for(model: nn.Module, config: QuantConfig, batches: list[Batch]) -> tuple[nn.Module, QuantConfig]:
+    """``model`` smoothed as ``config`` says, and ``config`` with its per-layer bit-widths following the
+    smoothed Linear layers (each now the ``linear`` child of a Smoothed wrapper)."""
+    result = smooth(model, batches, SmoothingConfig(alpha=config.smoothing_alpha, ignore=config.ignore,
+                                                    reduce_range=config.reduce_range), inputs=len(batches[0]))
+    moved = {name for name, alpha in result.alphas.items() if alpha is not None}
+    layer_bits = tuple((f"{name}.linear" if name in moved else name, bits) for name, bits in config.layer_bits)
+    return result.model, dataclasses.replace(config, layer_bits=layer_bits)
 
 
 def layer_summary(gm: nn.Module) -> list[dict]:

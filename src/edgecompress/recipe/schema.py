@@ -119,6 +119,10 @@ class QuantizeParams(FrozenModel):
     adaround_iterations: PositiveCount = 1000
     qat: QatParams = QatParams()
     mixed: MixedParams = MixedParams()
+    # SmoothQuant: move activation outliers of Linear inputs into their weights before quantizing (int8
+    # static, dynamic, QAT, mixed); alpha "auto" picks the strength per layer on the calibration data.
+    smoothing: StrictBool = False
+    smoothing_alpha: Literal["auto"] | Fraction = "auto"
     ignore: tuple[LayerPattern, ...] = ()
 
 
