@@ -31,6 +31,7 @@ bench: setup
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/quantization.py
 	$(PY) benchmarks/pruning.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/distill_lowrank.py
+	$(PY) benchmarks/robustness.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

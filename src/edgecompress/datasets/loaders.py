@@ -6,7 +6,9 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,10 @@ HOLDOUT_FRACTION = 0.2
 _HOLDOUT_SEED = 0
 _FUNCTION_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _EXPECTED_KEYS = "x_train, y_train, x_test, y_test (labels optional: both or neither)"
+# What numpy and zipfile raise on a damaged archive (a bad header, an unknown compression method or zip
+# version, a corrupt deflate stream, an "encrypted" flag, a header that promises more bytes than the file holds).
+_ARCHIVE_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error,
+                   struct.error, OverflowError, MemoryError)
 
 
 def load_dataset(spec: str | os.PathLike[str]) -> Dataset:
@@ -101,7 +107,7 @@ def _from_npz(path: Path) -> Dataset:
                         f"a file written by numpy.savez with keys {_EXPECTED_KEYS}")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except _ARCHIVE_ERRORS as e:
         raise DataError(f"{source} cannot be read as an .npz archive: {e}") from None
     with archive:
         _check_keys(source, archive.files)
@@ -117,7 +123,7 @@ def _read_entry(source: str, archive: Any, key: str) -> np.ndarray:
             raise DataError(f"{source}: {key} is an array of Python objects, which would have to be unpickled "
                             "(refused: unpickling can run code); expected a numeric array") from None
         raise DataError(f"{source}: entry {key} is not a valid .npy array: {e}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
+    except _ARCHIVE_ERRORS as e:
         raise DataError(f"{source}: entry {key} is corrupt: {e}") from None
     if not isinstance(value, np.ndarray):  # numpy hands back the raw bytes of a member that is not .npy
         raise DataError(f"{source}: entry {key} is not a valid .npy array; expected a file written by numpy.savez")

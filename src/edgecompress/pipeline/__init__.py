@@ -22,9 +22,11 @@ from ..export import Artifact
 from ..fileio import write_json_atomic
 from ..measure import check_targets, count_flops, environment, ratios
 from ..recipe import Recipe, load_recipe
+from ..security.provenance import register_compression
 from ..training import predict
 from .measuring import MeasureSettings, measure_artifact
 from .plan import Plan, QuantizeStep, make_plan
+from .sealing import dataset_sha256, seal_run
 from .stages import RunContext, run_step
 
 __all__ = ["compress", "CompressionResult", "MeasureSettings"]
@@ -94,7 +96,8 @@ def compress(model: nn.Module, recipe, *, data, example_inputs=None, out_dir: st
     ctx = RunContext(dataset, original, recipe.training.batch_size, recipe.training.seed, example_inputs, progress,
                      distill=None if kd is None else (kd.temperature, kd.alpha))
     exporter = plan.exporter
-    metadata = {"edgecompress_version": __version__, "source_model_sha256": _sha256_of_state(original),
+    source_sha256 = _sha256_of_state(original)
+    metadata = {"edgecompress_version": __version__, "source_model_sha256": source_sha256,
                 "recipe": json.dumps(recipe.to_dict(), sort_keys=True)} if recipe.output.include_metadata else {}
     stages_report = []
 
@@ -148,5 +151,9 @@ def compress(model: nn.Module, recipe, *, data, example_inputs=None, out_dir: st
                                   (artifact, compressed, parity, "compressed"))],
         "warnings": list(plan.warnings),
     }
+    # S4: the artifact and its provenance into the registry ($EDGECOMPRESS_REGISTRY or the user data folder)
+    report["registry"] = register_compression(report, dataset, parent_sha256=source_sha256)
     write_json_atomic(out / "report.json", report)
+    seal_run(out, recipe, [baseline_artifact, artifact], report,  # manifest.json + one audit log entry
+             inputs={"model": source_sha256, "data": dataset_sha256(dataset)})
     return CompressionResult(current, report, [baseline_artifact, artifact], out)

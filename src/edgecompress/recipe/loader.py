@@ -20,6 +20,8 @@ from .normalize import recipe_from_dict
 from .problems import InvalidRecipeError
 
 BUILTIN_PREFIX = "builtin:"
+MAX_VALUES = 100_000  # values in one recipe once YAML aliases are expanded
+MAX_DEPTH = 50  # levels of nesting (the schema needs about five)
 _BUILTIN_NAME = re.compile(r"[a-z0-9_]+")
 
 
@@ -59,9 +61,42 @@ def parse_recipe_yaml(text: str, *, source: str = "<string>") -> Recipe:
         raise InvalidRecipeError([f"YAML error at {where}: {problem}"], source=source) from None
     except yaml.YAMLError as exc:
         raise InvalidRecipeError([f"YAML error: {exc}"], source=source) from None
+    except (ValueError, OverflowError) as exc:  # e.g. an integer of more than 4300 digits
+        raise InvalidRecipeError([f"YAML value error: {exc}"], source=source) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise InvalidRecipeError([f"the recipe is nested more than {MAX_DEPTH} levels deep; a recipe is a few "
+                                  "sections of settings"], source=source) from None
     if data is None:
         raise InvalidRecipeError(["the recipe is empty; it needs at least one section"], source=source)
+    _check_bounds(data, source)
     return recipe_from_dict(data, source=source)
+
+
+def _check_bounds(data: Any, source: str) -> None:
+    """Refuse a recipe nested deeper than MAX_DEPTH, or holding more than MAX_VALUES values once YAML aliases are
+    expanded (an alias bomb: ten aliases of ten aliases of …). Iterative, and each shared object is counted
+    once, so neither check recurses or walks the expansion."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Any, int, bool]] = [(data, 0, False)]
+    while stack:
+        value, depth, finished = stack.pop()
+        if not isinstance(value, (dict, list)):
+            continue
+        children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        if finished:
+            sizes[id(value)] = min(MAX_VALUES + 1, 1 + sum(sizes.get(id(c), 1) for c in children))
+            continue
+        if id(value) in sizes:  # done already (shared), or an ancestor (a cycle, which validation reports)
+            continue
+        if depth > MAX_DEPTH:
+            raise InvalidRecipeError([f"the recipe is nested more than {MAX_DEPTH} levels deep; a recipe is a few "
+                                      "sections of settings"], source=source)
+        sizes[id(value)] = 1
+        stack.append((value, depth, True))
+        stack.extend((c, depth + 1, False) for c in children)
+    if sizes.get(id(data), 1) > MAX_VALUES:
+        raise InvalidRecipeError([f"the recipe expands to more than {MAX_VALUES} values (through YAML aliases?); "
+                                  "a recipe is a few sections of settings"], source=source)
 
 
 def load_recipe(source: Recipe | Mapping[str, Any] | str | os.PathLike[str]) -> Recipe:
@@ -70,6 +105,7 @@ def load_recipe(source: Recipe | Mapping[str, Any] | str | os.PathLike[str]) -> 
     if isinstance(source, Recipe):
         return source
     if isinstance(source, Mapping):
+        _check_bounds(source, "<dict>")
         return recipe_from_dict(source, source="<dict>")
     if isinstance(source, str) and source.startswith(BUILTIN_PREFIX):
         return _load_builtin(source[len(BUILTIN_PREFIX):])
