@@ -10,6 +10,9 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "edgecompress"
 # package (or module) → internal packages it must never import
 FORBIDDEN = {
     "errors": {"*"},
+    # device profiles are data at the bottom of the stack: errors is the only internal import
+    "devices": {"quantization", "pruning", "measure", "export", "pipeline", "cli", "recipe", "models", "datasets",
+                "training", "layers", "fileio", "distillation", "lowrank", "clustering", "security", "model_io"},
     "fileio": {"*"},
     "progress": {"*"},
     "layers": {"quantization", "pruning", "measure", "export", "pipeline", "cli", "recipe", "models", "datasets"},

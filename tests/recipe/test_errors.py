@@ -85,7 +85,15 @@ def test_ignore_must_be_a_list_of_non_empty_names():
 
 def test_unknown_target_device_lists_the_devices():
     assert only_problem({"optimization": {"target_device": "toaster"}}) == (
-        "optimization.target_device: 'toaster' is not allowed; allowed: 'edge_mcu', 'edge_gpu', 'cloud'")
+        "optimization.target_device: 'toaster' is not allowed; allowed: 'edge_mcu', 'edge_gpu', 'cloud', "
+        "'cortex_a53_iot', 'cortex_m4', 'cortex_m7', 'edge_gateway', 'edge_tpu', 'jetson_orin_nano', 'phone_midrange'")
+
+
+def test_target_device_accepts_every_device_profile_and_the_legacy_names():
+    from edgecompress.devices import list_profiles
+
+    for name in ("edge_mcu", "edge_gpu", "cloud", *list_profiles()):
+        assert load_recipe({"optimization": {"target_device": name}}).optimization.target_device == name
 
 
 def test_all_problems_are_reported_together():

@@ -24,6 +24,7 @@ from ..measure import check_targets, count_flops, environment, ratios
 from ..recipe import Recipe, load_recipe
 from ..security.provenance import register_compression
 from ..training import predict
+from .device_check import device_section
 from .measuring import MeasureSettings, measure_artifact
 from .plan import Plan, QuantizeStep, make_plan
 from .sealing import dataset_sha256, seal_run
@@ -151,6 +152,8 @@ def compress(model: nn.Module, recipe, *, data, example_inputs=None, out_dir: st
                                   (artifact, compressed, parity, "compressed"))],
         "warnings": list(plan.warnings),
     }
+    # X5: does the artifact fit the target device (flash, RAM arena, operators), before anyone flashes it
+    report["device"] = device_section(opt.target_device, artifact.path, baseline=baseline_artifact.path)
     # S4: the artifact and its provenance into the registry ($EDGECOMPRESS_REGISTRY or the user data folder)
     report["registry"] = register_compression(report, dataset, parent_sha256=source_sha256)
     write_json_atomic(out / "report.json", report)

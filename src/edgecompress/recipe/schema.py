@@ -25,8 +25,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-# Devices a recipe may target. Device profiles will extend this set; keep it the one place that lists them.
-TARGET_DEVICES: tuple[str, ...] = ("edge_mcu", "edge_gpu", "cloud")
+from ..devices import target_names
+
+# Devices a recipe may target: the legacy names (edge_mcu, edge_gpu, cloud), then the packaged device profiles.
+TARGET_DEVICES: tuple[str, ...] = target_names()
 
 # The safe order of the stages; export is always last and comes from the `output` section.
 STAGE_ORDER: tuple[str, ...] = ("search", "distill", "prune", "factorize", "finetune", "cluster", "quantize")
@@ -117,12 +119,12 @@ class QuantizeParams(FrozenModel):
     bias_correction: StrictBool = False  # correct the bias shift that weight rounding causes (Q8)
     adaround: StrictBool = False  # learn each weight's rounding direction on calibration data (Q8)
     adaround_iterations: PositiveCount = 1000
-    qat: QatParams = QatParams()
-    mixed: MixedParams = MixedParams()
     # SmoothQuant: move activation outliers of Linear inputs into their weights before quantizing (int8
     # static, dynamic, QAT, mixed); alpha "auto" picks the strength per layer on the calibration data.
     smoothing: StrictBool = False
     smoothing_alpha: Literal["auto"] | Fraction = "auto"
+    qat: QatParams = QatParams()
+    mixed: MixedParams = MixedParams()
     ignore: tuple[LayerPattern, ...] = ()
 
 
