@@ -54,6 +54,10 @@ def strict_json(obj: Any) -> Any:
     return obj
 
 
+def json_bytes(obj: Any) -> bytes:
+    """The bytes write_json_atomic writes for ``obj`` (so that a hash of them names the same file)."""
+    return (json.dumps(strict_json(obj), indent=2, allow_nan=False, default=str) + "\n").encode()
+
+
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
-    text = json.dumps(strict_json(obj), indent=2, allow_nan=False, default=str)
-    return atomic_write_bytes(path, (text + "\n").encode())
+    return atomic_write_bytes(path, json_bytes(obj))

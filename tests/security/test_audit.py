@@ -4,10 +4,11 @@ import json
 import multiprocessing
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from edgecompress.cli import app
-from edgecompress.errors import EdgeCompressError, IntegrityError
+from edgecompress.errors import EdgeCompressError, IntegrityError, RecipeError
 from edgecompress.security import append_entry, audit_log_path, read_entries, verify_log
 from edgecompress.security.audit import GENESIS, entry_hash
 
@@ -161,3 +162,22 @@ def test_cli_audit_verify(log):
     result = runner.invoke(app, ["audit", "verify", "--log", str(log)])
     assert result.exit_code == 2 and result.output.startswith("error: line 1 ") and result.output.count("\n") == 1
     assert "Traceback" not in result.output
+
+
+def test_a_failed_compress_run_is_recorded_and_its_error_re_raised(tmp_path, monkeypatch):
+    from edgecompress import compress
+    from edgecompress.errors import DataError
+    from edgecompress.testing.tiny_models import TinyMLP
+
+    log = tmp_path / "audit.jsonl"
+    monkeypatch.setenv("EDGECOMPRESS_AUDIT_LOG", str(log))
+    bad = [(torch.full((8, 20), float("nan")), torch.zeros(8, dtype=torch.long))]
+    with pytest.raises(DataError):
+        compress(TinyMLP(), {"quantization": {"enabled": True}}, data=bad, out_dir=tmp_path / "out")
+    with pytest.raises(RecipeError):
+        compress(TinyMLP(), {"quantization": {"enabled": True, "no_such_key": 1}}, data=bad)
+    assert verify_log(log).entries == 2
+    first, second = (json.loads(line) for line in log.read_text().splitlines())
+    assert first["result"]["status"] == "failed" and first["result"]["error"].startswith("DataError")
+    assert set(first["inputs"]) == {"model"} and first["recipe_sha256"] is not None
+    assert "quantization.no_such_key" in second["result"]["error"] and second["recipe_sha256"] is None

@@ -27,7 +27,7 @@ from ..training import predict
 from .device_check import device_section
 from .measuring import MeasureSettings, measure_artifact
 from .plan import Plan, QuantizeStep, make_plan
-from .sealing import dataset_sha256, seal_run
+from .sealing import dataset_sha256, record_failed_run, seal_run
 from .stages import RunContext, run_step
 
 __all__ = ["compress", "CompressionResult", "MeasureSettings"]
@@ -81,7 +81,17 @@ def compress(model: nn.Module, recipe, *, data, example_inputs=None, out_dir: st
     """Compress ``model`` (left untouched) as ``recipe`` says, export the result, and measure both the
     original and the compressed artifact on the runtime they ship on. ``recipe``: a Recipe, a path, a
     parsed YAML dict or 'builtin:NAME'. ``data``: a Dataset, a data spec string, or an iterable of
-    (inputs, labels) / inputs batches."""
+    (inputs, labels) / inputs batches. A run that fails is recorded in the audit log too, then re-raised."""
+    try:
+        return _compress(model, recipe, data=data, example_inputs=example_inputs, out_dir=out_dir,
+                         eval_data=eval_data, progress=progress, measure=measure)
+    except Exception as error:
+        record_failed_run(_sha256_of_state(model) if isinstance(model, nn.Module) else None, recipe, error)
+        raise
+
+
+def _compress(model: nn.Module, recipe, *, data, example_inputs, out_dir, eval_data, progress, measure
+              ) -> CompressionResult:
     recipe: Recipe = load_recipe(recipe)
     dataset = as_dataset(data, eval_data=eval_data)
     plan: Plan = make_plan(recipe, dataset)  # refuses unsupported work before any of it starts

@@ -8,10 +8,10 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import EdgeCompressWarning, IntegrityError
+from ..errors import EdgeCompressError, EdgeCompressWarning, IntegrityError
 from ..export import Artifact
-from ..fileio import write_json_atomic
-from ..recipe import Recipe
+from ..fileio import json_bytes, write_json_atomic
+from ..recipe import Recipe, load_recipe
 from ..security.audit import append_entry
 from ..security.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, folder_files, write_manifest
 
@@ -55,3 +55,20 @@ def seal_run(out: Path, recipe: Recipe, artifacts: Sequence[Artifact], report: d
                  outputs={**{name: d.sha256 for name, d in manifest.files.items()}, MANIFEST_NAME: manifest.sha256},
                  result={"status": "ok", "targets_not_met": missed})
     return manifest
+
+
+def record_failed_run(model_sha256: str | None, recipe, error: Exception) -> None:
+    """Append a 'compress' entry with status 'failed' (the error's type and message) to the audit log. A log
+    that cannot be written is warned about; the run's own error is what the caller sees."""
+    try:
+        # the hash recipe.json would have had: the same recipe names the same hash in failed and finished runs
+        recipe_sha256 = hashlib.sha256(json_bytes(load_recipe(recipe).to_dict())).hexdigest()
+    except Exception:  # the recipe itself may be what failed
+        recipe_sha256 = None
+    try:
+        append_entry("compress", inputs={} if model_sha256 is None else {"model": model_sha256}, outputs={},
+                     recipe_sha256=recipe_sha256,
+                     result={"status": "failed", "error": f"{type(error).__name__}: {str(error)[:500]}"})
+    except (EdgeCompressError, OSError) as e:
+        warnings.warn(f"the failed run could not be recorded in the audit log: {e}", EdgeCompressWarning,
+                      stacklevel=3)
