@@ -574,9 +574,14 @@ def goals(rows: list[dict]) -> list[dict]:
                       "variant": top and top["variant"], "ours": top and top["cosine_mean"],
                       "met": None if top is None else top["cosine_mean"] >= 0.995})
         for kind in ("static", "dynamic"):
+            # MiniLM's accuracy is its retrieval task (recall@1 change in points); cosine is fidelity
+            ours, peer = best("minilm", True, kind, "change_points"), best("minilm", False, kind, "change_points")
+            found.append({"goal": f"minilm: our {kind} INT8 retrieval accuracy drop ≤ the best peer's (recall@1 "
+                                  "change in points; a gain counts as no drop)", "ours": ours, "peer": peer,
+                          "met": None if ours is None or peer is None else max(0.0, -ours) <= max(0.0, -peer)})
             ours_cos, peer_cos = best("minilm", True, kind, "cosine_mean"), best("minilm", False, kind, "cosine_mean")
-            found.append({"goal": f"minilm: our {kind} INT8 mean cosine ≥ the best peer's", "ours": ours_cos,
-                          "peer": peer_cos,
+            found.append({"goal": f"minilm (fidelity, beyond the issue's goals): our {kind} INT8 mean cosine ≥ the "
+                                  "best peer's", "ours": ours_cos, "peer": peer_cos,
                           "met": None if ours_cos is None or peer_cos is None else ours_cos >= peer_cos})
         found.append({"goal": "minilm: that INT8 model's recall@1 within 1 point of float32", "target": 1.0,
                       "variant": top and top["variant"], "ours": top and top["change_points"],
