@@ -147,7 +147,7 @@ def test_compress_writes_a_manifest_recipe_and_audit_entry(tmp_path, monkeypatch
     (out / "stale.tflite").unlink()
 
     manifest = verify_manifest(out)
-    assert sorted(manifest.files) == ["baseline.onnx", "model.onnx", "recipe.json", "report.json"]
+    assert sorted(manifest.files) == ["baseline.onnx", "model.onnx", "recipe.json", "report.html", "report.json"]
     assert load_recipe(out / "recipe.json") == load_recipe(recipe)  # the normalised recipe, reusable
     assert verify_log(log).entries == 1
     entry = json.loads(log.read_text())

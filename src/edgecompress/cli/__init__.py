@@ -3,7 +3,7 @@ registers its commands on the one app."""
 
 from __future__ import annotations
 
-from . import compress, registry, security  # noqa: F401  (they register their commands)
+from . import compress, registry, report, security  # noqa: F401  (they register their commands)
 from .common import app
 
 __all__ = ["app", "main"]

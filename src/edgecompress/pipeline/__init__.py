@@ -21,6 +21,7 @@ from ..errors import DataError, EdgeCompressWarning
 from ..export import Artifact
 from ..fileio import write_json_atomic
 from ..measure import check_targets, count_flops, environment, ratios
+from ..measure.html_report import write_html_report
 from ..recipe import Recipe, load_recipe
 from ..security.provenance import register_compression
 from ..training import predict
@@ -167,6 +168,7 @@ def _compress(model: nn.Module, recipe, *, data, example_inputs, out_dir, eval_d
     # S4: the artifact and its provenance into the registry ($EDGECOMPRESS_REGISTRY or the user data folder)
     report["registry"] = register_compression(report, dataset, parent_sha256=source_sha256)
     write_json_atomic(out / "report.json", report)
+    write_html_report(report, out / "report.html")  # R2: the same report as one self-contained page
     seal_run(out, recipe, [baseline_artifact, artifact], report,  # manifest.json + one audit log entry
              inputs={"model": source_sha256, "data": dataset_sha256(dataset)})
     return CompressionResult(current, report, [baseline_artifact, artifact], out)

@@ -32,7 +32,7 @@ def dataset_sha256(dataset) -> str:
 
 def seal_run(out: Path, recipe: Recipe, artifacts: Sequence[Artifact], report: dict, *,
              inputs: dict[str, str]) -> Manifest:
-    """Write out/recipe.json and out/manifest.json (artifacts, report.json, recipe.json) and append a
+    """Write out/recipe.json and out/manifest.json (artifacts, report.json, report.html, recipe.json) and append a
     'compress' entry to the audit log. ``inputs`` maps names ('model', 'data') to SHA-256 hashes."""
     write_json_atomic(out / RECIPE_NAME, recipe.to_dict())  # JSON is YAML: reusable with --recipe
     # A signature left by an earlier run in this folder covers another manifest: drop it rather than leave
@@ -40,7 +40,7 @@ def seal_run(out: Path, recipe: Recipe, artifacts: Sequence[Artifact], report: d
     (out / SIGNATURE_NAME).unlink(missing_ok=True)
     # absolute: write_manifest reads relative paths as relative to the folder, and ``out`` may be relative
     written = [Path(f).absolute() for a in artifacts for f in (a.files or (a.path,))] + [
-        (out / "report.json").absolute(), (out / RECIPE_NAME).absolute()]
+        (out / "report.json").absolute(), (out / "report.html").absolute(), (out / RECIPE_NAME).absolute()]
     manifest = write_manifest(out, written)
     try:
         stale = sorted(set(folder_files(out)) - set(manifest.files))
