@@ -32,6 +32,7 @@ bench: setup
 	$(PY) benchmarks/pruning.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/distill_lowrank.py
 	$(PY) benchmarks/robustness.py
+	$(PY) benchmarks/nas.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -27,6 +27,9 @@ FORBIDDEN = {
     "lowrank": {"quantization", "pruning", "measure", "export", "pipeline", "cli", "recipe", "models", "datasets",
                 "training"},
     "clustering": {"quantization", "pruning", "measure", "export", "pipeline", "cli", "recipe", "models", "datasets"},
+    # NAS searches on a Dataset and trains the derived network with the one training loop
+    "nas": {"quantization", "pruning", "measure", "export", "pipeline", "cli", "recipe", "models", "distillation",
+            "lowrank", "clustering", "security", "model_io"},
     "measure": {"quantization", "pruning", "export", "pipeline", "cli", "recipe", "models"},
     "export": {"pruning", "pipeline", "cli", "recipe", "models", "datasets", "training"},
     "pipeline": {"cli"},
