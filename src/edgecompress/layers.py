@@ -5,14 +5,32 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .errors import RecipeError
+from .errors import RecipeError, UnsupportedError
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+
+class Layers(NamedTuple):
+    """One architecture, two signal shapes: the layer classes for 1-D sequences or 2-D images."""
+
+    conv: type[nn.Conv1d] | type[nn.Conv2d]
+    batch_norm: type[nn.BatchNorm1d] | type[nn.BatchNorm2d]
+    global_pool: type[nn.AdaptiveAvgPool1d] | type[nn.AdaptiveAvgPool2d]
+
+
+def layers_for(dims: int) -> Layers:
+    """The layer classes for (B, C, L) signals (``dims=1``) or (B, C, H, W) images (``dims=2``)."""
+    if dims == 1:
+        return Layers(nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d)
+    if dims == 2:
+        return Layers(nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d)
+    raise UnsupportedError(f"dims must be 1 (signals) or 2 (images), got {dims!r}")
 
 
 def validate_patterns(patterns: Iterable[str], *, where: str = "ignore") -> tuple[str, ...]:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgecompress.errors import ModelLoadError
+from edgecompress.errors import ModelLoadError, UnsupportedError
 from edgecompress.models import (
     REFERENCE_MODELS,
     MobileNetV2Small,
@@ -183,7 +183,7 @@ def test_resnet_shortcuts():
     assert model.layer2[0].has_shortcut_conv and model.layer2[0].shortcut_conv.stride == (2,)
     with pytest.raises(ModelLoadError, match="three stages"):
         ResNetSmall(widths=(8, 16))
-    with pytest.raises(ModelLoadError, match="dims must be 1"):
+    with pytest.raises(UnsupportedError, match="dims must be 1"):
         ResNetSmall(dims=3)
 
 

@@ -104,7 +104,7 @@ def test_builder_follows_the_specs():
     ([{"kind": "mbconv", "out_channels": 8, "kernel_size": 4}], {}, RecipeError, "odd"),
     ([{"kind": "mbconv", "out_channels": 8, "se_ratio": 2.0}], {}, RecipeError, "se_ratio"),
     ([{"kind": "mbconv", "out_channels": 8, "activation": "gelu"}], {}, RecipeError, "unknown activation 'gelu'"),
-    ([BlockSpec("separable", 8)], {"dims": 3}, UnsupportedError, "dims 3"),
+    ([BlockSpec("separable", 8)], {"dims": 3}, UnsupportedError, "got 3"),
 ])
 def test_bad_specs_fail_clearly(stages, kwargs, error, match):
     with pytest.raises(error, match=match):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .dims import layers_for
+from ..layers import layers_for
 
 # (expansion t, output channels c, repeats n, stride of the first repeat s), as in the paper's Table 2.
 DEFAULT_SETTINGS: tuple[tuple[int, int, int, int], ...] = (

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelLoadError
-from .dims import layers_for
+from ..layers import layers_for
 
 
 class BasicBlock(nn.Module):

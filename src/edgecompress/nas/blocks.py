@@ -7,30 +7,14 @@ techniques do not import the reference models."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import nn
 
-from ..errors import RecipeError, UnsupportedError
+from ..errors import RecipeError
+from ..layers import layers_for
 
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "silu": nn.SiLU}
 GATES = {"sigmoid": nn.Sigmoid, "hardsigmoid": nn.Hardsigmoid}
-
-
-class Layers(NamedTuple):
-    conv: type[nn.Conv1d] | type[nn.Conv2d]
-    batch_norm: type[nn.BatchNorm1d] | type[nn.BatchNorm2d]
-    global_pool: type[nn.AdaptiveAvgPool1d] | type[nn.AdaptiveAvgPool2d]
-
-
-def layers_for(dims: int) -> Layers:
-    """The layer classes for (B, C, L) signals (``dims=1``) or (B, C, H, W) images (``dims=2``)."""
-    if dims == 1:
-        return Layers(nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d)
-    if dims == 2:
-        return Layers(nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d)
-    raise UnsupportedError(f"dims {dims!r} is not supported; allowed: 1 (signals) or 2 (images)")
 
 
 def make_activation(name: str) -> nn.Module:
