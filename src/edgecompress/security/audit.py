@@ -179,7 +179,7 @@ def verify_log(path: str | os.PathLike[str] | None = None, *, head: str | None =
         try:
             last_line_of[int(json.loads(raw)["seq"])] = i
         except (ValueError, KeyError, TypeError):
-            pass  # the line itself is reported when the pass below reaches it
+            continue  # the line itself is reported when the pass below reaches it
     prev_seq, prev_hash, hashes = 0, GENESIS, set()
     for i, raw in enumerate(lines):
         where = f"line {i + 1} of {log}"

@@ -93,8 +93,7 @@ def load_trusted_module(path: Path):
     if isinstance(obj, nn.Module):
         try:  # a damaged pickle can rebuild a module without the attributes every nn.Module has
             obj.state_dict()
-            for _ in obj.named_modules():
-                pass
+            list(obj.named_modules())
         except Exception as e:
             raise ModelLoadError(f"{path} is damaged: the model it holds is incomplete ({type(e).__name__}: "
                                  f"{_first_line(e)})") from None
@@ -207,7 +206,7 @@ def _pickle_globals(path: Path) -> list[str]:
                     strings.append(pushed)
                     last = pushed
     except Exception:  # a damaged pickle: report what was found before the damage
-        pass
+        return list(dict.fromkeys(found))
     return list(dict.fromkeys(found))
 
 
