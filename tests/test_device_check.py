@@ -13,7 +13,6 @@ from torch import nn
 from edgecompress import Dataset, compress
 from edgecompress.devices import load_profile
 from edgecompress.pipeline.device_check import check_device, device_section
-from edgecompress.quantization import QuantConfig, quantize
 
 
 def _data():
@@ -109,15 +108,11 @@ def test_targets_without_a_profile_or_artifacts_without_a_graph_are_not_checked(
 @pytest.fixture(scope="module")
 def int8_tflite(tmp_path_factory):
     pytest.importorskip("litert_torch")
-    from edgecompress.export.tflite import TfliteExporter
+    from edgecompress.testing.exports import int8_tflite
     from edgecompress.testing.tiny_models import TinyConv1d
 
-    torch.manual_seed(0)
-    model = TinyConv1d().eval()
-    calibration = torch.cat([model.example_inputs(batch_size=16)[0] for _ in range(4)])
-    qmodel = quantize(model, QuantConfig(activation_dtype="int8"), calibration=calibration)
-    path = tmp_path_factory.mktemp("device") / "conv1d_int8.tflite"
-    return TfliteExporter().export(qmodel, model.example_inputs(), path, scheme="int8").path
+    torch.manual_seed(0)  # the model's initial weights
+    return int8_tflite(TinyConv1d(), tmp_path_factory.mktemp("device") / "conv1d_int8.tflite")
 
 
 def test_an_int8_tflite_model_fits_and_runs_on_a_cortex_m4(int8_tflite):

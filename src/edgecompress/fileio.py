@@ -13,9 +13,8 @@ from typing import Any
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path`` (atomic on one file
-    system), on failure it is removed and ``path`` is left as it was."""
+def temp_beside(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A new empty file beside ``path`` (mode 0600, mkstemp's), removed on exit unless it was renamed away."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
@@ -23,14 +22,27 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        if tmp.exists():  # mkstemp creates 0600; give the file the permissions a plain open() would
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def give_plain_mode(path: Path) -> None:
+    """The permissions a plain open() would have given ``path`` (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path`` (atomic on one file
+    system), on failure it is removed and ``path`` is left as it was."""
+    with temp_beside(path) as tmp:
+        yield tmp
+        if tmp.exists():  # mkstemp creates 0600; give the file the permissions a plain open() would
+            give_plain_mode(tmp)
+        os.replace(tmp, path)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -160,15 +160,11 @@ def test_reference_model_int8_peak_is_at_conv2(mnist1d):
 @pytest.fixture(scope="module")
 def residual_tflite(tmp_path_factory):
     pytest.importorskip("litert_torch")
-    from edgecompress.export.tflite import TfliteExporter
+    from edgecompress.testing.exports import int8_tflite
     from edgecompress.testing.tiny_models import TinyResidual2d
 
-    torch.manual_seed(0)
-    model = TinyResidual2d().eval()
-    calibration = torch.cat([model.example_inputs(batch_size=16)[0] for _ in range(4)])
-    qmodel = quantize(model, QuantConfig(activation_dtype="int8"), calibration=calibration)
-    path = tmp_path_factory.mktemp("litert") / "residual_int8.tflite"
-    return TfliteExporter().export(qmodel, model.example_inputs(), path, scheme="int8").path
+    torch.manual_seed(0)  # the model's initial weights
+    return int8_tflite(TinyResidual2d(), tmp_path_factory.mktemp("litert") / "residual_int8.tflite")
 
 
 def test_litert_places_every_tensor_as_the_plan_sizes_and_times_it(residual_tflite):

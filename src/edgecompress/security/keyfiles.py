@@ -4,12 +4,12 @@ whole or not at all, and never silently replacing an existing file."""
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import EdgeCompressError
+from ..fileio import give_plain_mode, temp_beside
 
 
 def refuse_existing(*paths: Path, force: bool, what: str = "a key file") -> None:
@@ -24,11 +24,7 @@ def private_output(path: Path, *, force: bool, what: str = "a key file") -> Iter
     """Yield a temporary path beside ``path`` with mode 0600 (mkstemp's mode, so never readable by others, not
     even for a moment); on success it becomes ``path``. Without ``force`` an existing file is kept, checked
     at the final link itself so that a concurrent writer is not overwritten either."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with temp_beside(path) as tmp:
         yield tmp
         if force:
             os.replace(tmp, path)
@@ -40,9 +36,6 @@ def private_output(path: Path, *, force: bool, what: str = "a key file") -> Iter
             except OSError:  # a file system without hard links: check, then rename (a narrow race)
                 refuse_existing(path, force=False, what=what)
                 os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_key_file(path: Path, data: bytes, *, private: bool, force: bool) -> Path:
@@ -52,7 +45,5 @@ def write_key_file(path: Path, data: bytes, *, private: bool, force: bool) -> Pa
             f.flush()
             os.fsync(f.fileno())
         if not private:  # a public key gets the mode a plain open() would give
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
+            give_plain_mode(tmp)
     return path

@@ -10,6 +10,7 @@ modules that define those classes, as ``package.module:factory`` does."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
 import zipfile
@@ -186,27 +187,25 @@ def _pickle_globals(path: Path) -> list[str]:
 
     found, memo, strings = [], {}, []
     memo_count, last = 0, None
-    try:
-        with open(path, "rb") as f:
-            for op, arg, _ in pickletools.genops(f):
-                name, pushed = op.name, None
-                if "UNICODE" in name or name in ("STRING", "BINSTRING", "SHORT_BINSTRING"):
-                    pushed = str(arg)
-                elif name == "MEMOIZE":
-                    memo[memo_count], memo_count = last, memo_count + 1
-                elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                    memo[arg] = last
-                elif name in ("GET", "BINGET", "LONG_BINGET"):
-                    pushed = memo.get(arg)
-                elif name == "GLOBAL":
-                    found.append(str(arg).replace(" ", "."))
-                elif name == "STACK_GLOBAL" and len(strings) >= 2 and None not in strings[-2:]:
-                    found.append(f"{strings[-2]}.{strings[-1]}")
-                if name not in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "FRAME"):
-                    strings.append(pushed)
-                    last = pushed
-    except Exception:  # a damaged pickle: report what was found before the damage
-        return list(dict.fromkeys(found))
+    # a damaged pickle: report what was found before the damage
+    with contextlib.suppress(Exception), open(path, "rb") as f:
+        for op, arg, _ in pickletools.genops(f):
+            name, pushed = op.name, None
+            if "UNICODE" in name or name in ("STRING", "BINSTRING", "SHORT_BINSTRING"):
+                pushed = str(arg)
+            elif name == "MEMOIZE":
+                memo[memo_count], memo_count = last, memo_count + 1
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = last
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                pushed = memo.get(arg)
+            elif name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif name == "STACK_GLOBAL" and len(strings) >= 2 and None not in strings[-2:]:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            if name not in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "FRAME"):
+                strings.append(pushed)
+                last = pushed
     return list(dict.fromkeys(found))
 
 
